@@ -1,0 +1,45 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let package = Package(
+    name: "LogStore",
+    products: [
+        .library(name: "LogStore", targets: ["LogStore"]),
+        .executable(name: "logctl", targets: ["logctl"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-system.git", from: "1.4.0"),
+    ],
+    targets: [
+        // Hardware CRC32C (SSE4.2 `crc32` instruction) with a portable table fallback.
+        .target(name: "CCRC32C"),
+        // liburing from Debian's liburing-dev, kept behind a small C API (see CLiburing.h).
+        .target(name: "CLiburing", linkerSettings: [.linkedLibrary("uring")]),
+        .target(
+            name: "LogStore",
+            dependencies: [
+                "CCRC32C",
+                "CLiburing",
+                .product(name: "SystemPackage", package: "swift-system"),
+            ]
+        ),
+        .executableTarget(
+            name: "logctl",
+            dependencies: [
+                "LogStore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ]
+        ),
+        .testTarget(
+            name: "LogStoreTests",
+            dependencies: ["LogStore", "CLiburing"]
+        ),
+        .testTarget(
+            name: "logctlTests",
+            dependencies: ["logctl", "LogStore"]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,52 @@
+import Synchronization
+import SystemPackage
+
+/// A test seam: makes the N-th call at a named point fail with a chosen errno, so tests can
+/// produce ENOSPC or EIO where a real disk cannot be made to fail on demand.
+enum FaultInjection {
+    enum Point: Hashable, Sendable {
+        case segmentPreallocation
+        case sync
+    }
+
+    struct Rule: Sendable {
+        var point: Point
+        var remainingBeforeFailure: Int
+        var errno: Errno
+        var directory: String
+    }
+
+    private static let rules = Mutex<[Rule]>([])
+    private static let armed = Atomic<Bool>(false)
+
+    /// Fails the `after`+1-th call at `point` for the log in `directory` with `errno`.
+    /// Rules are per directory so that tests running in parallel do not see each other's.
+    static func arm(_ point: Point, directory: String, after: Int = 0, errno: Errno) {
+        rules.withLock {
+            $0.append(Rule(point: point, remainingBeforeFailure: after, errno: errno, directory: directory))
+        }
+        armed.store(true, ordering: .releasing)
+    }
+
+    static func disarm(directory: String) {
+        let empty = rules.withLock { rules in
+            rules.removeAll { $0.directory == directory }
+            return rules.isEmpty
+        }
+        if empty { armed.store(false, ordering: .releasing) }
+    }
+
+    @inline(__always)
+    static func check(_ point: Point, directory: String) throws(Errno) {
+        guard armed.load(ordering: .acquiring) else { return }
+        let failure: Errno? = rules.withLock { rules in
+            guard let index = rules.firstIndex(where: { $0.point == point && $0.directory == directory }) else { return nil }
+            if rules[index].remainingBeforeFailure > 0 {
+                rules[index].remainingBeforeFailure -= 1
+                return nil
+            }
+            return rules.remove(at: index).errno
+        }
+        if let failure { throw failure }
+    }
+}

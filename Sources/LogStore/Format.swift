@@ -1,0 +1,87 @@
+// The on-disk format. docs/FORMAT.md is the full specification; every constant lives here.
+//
+// Segment file `<segment id, 20 decimal digits>.seg`, `segmentSize` bytes, little-endian:
+//
+//   0               8       12      16              24              32
+//   +---------------+-------+-------+---------------+---------------+
+//   | magic         |version|hdrSize| segmentID     | baseLSN       |
+//   +---------------+-------+-------+---------------+---------------+
+//   32              40                              56              64
+//   +---------------+-------------------------------+---------------+
+//   | segmentSize   | logID (16 random bytes)       | segmentSalt   |
+//   +---------------+-------------------------------+---------------+
+//   64              72      76      80                         4096
+//   +---------------+-------+-------+---------- zero ----------+
+//   | durableLSN    | flags | hdrCRC|                           |
+//   +---------------+-------+-------+---------------------------+
+//   4096: records, each at an 8-byte aligned offset, until the first all-zero header.
+//
+// Record (32-byte header, then payload, then zero padding to a multiple of 8):
+//
+//   0       4       8               16              24   26   28      32
+//   +-------+-------+---------------+---------------+----+----+-------+------------
+//   | crc   | length| lsn           | durableLSN    |type|flag|reservd| payload ...
+//   +-------+-------+---------------+---------------+----+----+-------+------------
+//
+//   crc = CRC-32C(segmentSalt as 8 LE bytes ++ header bytes 4..<32 ++ payload), unmasked.
+//   durableLSN = the log's durable LSN when the record was written (the recovery evidence).
+
+/// Log sequence number: 1, 2, 3, … with no gaps. 0 means "none".
+public typealias LSN = UInt64
+
+enum Format {
+    /// "LOGSTSEG" read as a little-endian UInt64.
+    static let magic: UInt64 = 0x4745_5354_5347_4F4C
+    static let version: UInt32 = 1
+
+    static let segmentHeaderSize = 4096
+    static let segmentHeaderCRCOffset = 76
+    static let segmentHeaderUsedBytes = 80
+
+    static let recordHeaderSize = 32
+    static let recordAlignment = 8
+
+    static let recordTypeData: UInt16 = 1
+    /// Written by a clean close: carries `lsn` = the last data LSN, consumes no LSN, and makes
+    /// every record before it provably durable to recovery.
+    static let recordTypeCloseMarker: UInt16 = 2
+
+    static let minSegmentSize = 1 << 20
+    static let maxSegmentSize = 1 << 32
+    static let defaultSegmentSize = 64 << 20
+    static let pageSize = 4096
+    static let sectorSize = 512
+
+    static let segmentFileExtension = "seg"
+    static let temporaryFileExtension = "tmp"
+    static let lockFileName = "LOCK"
+
+    /// Bytes a record occupies in the segment, header and padding included.
+    static func recordFootprint(payloadLength: Int) -> Int {
+        alignUp(recordHeaderSize + payloadLength, to: recordAlignment)
+    }
+
+    /// The largest payload a segment of `segmentSize` bytes can hold.
+    static func maxPayload(segmentSize: Int) -> Int {
+        min(segmentSize - segmentHeaderSize - recordHeaderSize, Int(UInt32.max))
+    }
+
+    static func segmentFileName(id: UInt64) -> String {
+        let digits = String(id)
+        return String(repeating: "0", count: max(0, 20 - digits.count)) + digits + "." + segmentFileExtension
+    }
+
+    /// The segment id encoded in a file name, or nil if the name is not a segment's.
+    static func segmentID(fromFileName name: String) -> UInt64? {
+        guard name.hasSuffix("." + segmentFileExtension) else { return nil }
+        let stem = name.dropLast(segmentFileExtension.count + 1)
+        guard stem.count == 20, stem.allSatisfy({ $0.isASCII && $0.isNumber }) else { return nil }
+        return UInt64(stem)
+    }
+}
+
+@inline(__always)
+func alignUp(_ value: Int, to alignment: Int) -> Int { (value + alignment - 1) & ~(alignment - 1) }
+
+@inline(__always)
+func alignDown(_ value: Int, to alignment: Int) -> Int { value & ~(alignment - 1) }

@@ -1,0 +1,571 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import Synchronization
+import SystemPackage
+
+/// A crash-consistent, append-only log in one directory of preallocated, mmap'd segments.
+///
+/// `append` copies a record into the mapping and returns its LSN; it is not durable yet.
+/// `commit` returns once every record appended before the call is durable (msync over the
+/// dirty pages), and only then does `durableLSN` move. All methods are safe to call from many
+/// threads; concurrent commits share one sync.
+public final class Log: Sendable {
+    public struct Options: Sendable {
+        /// Bytes per segment file for a new log: 1 MiB to 4 GiB, a multiple of 4 KiB. An existing
+        /// log keeps the size its segments were created with.
+        public var segmentSize: Int = Format.defaultSegmentSize
+        /// Create the directory and the log when missing.
+        public var createIfMissing = false
+        public var recovery: RecoveryMode = .tornTail
+        public var sync: SyncMode = .msync
+        public var preallocation: Preallocation = .zeroFill
+
+        public init(
+            segmentSize: Int = 64 << 20, createIfMissing: Bool = false, recovery: RecoveryMode = .tornTail,
+            sync: SyncMode = .msync, preallocation: Preallocation = .zeroFill
+        ) {
+            self.segmentSize = segmentSize
+            self.createIfMissing = createIfMissing
+            self.recovery = recovery
+            self.sync = sync
+            self.preallocation = preallocation
+        }
+    }
+
+    /// How `commit` makes records durable.
+    public enum SyncMode: String, Sendable, CaseIterable {
+        /// `msync(MS_SYNC)` over the page-aligned dirty ranges only.
+        case msync
+        /// `fdatasync` of each segment with dirty pages.
+        case fdatasync
+        /// No sync: `commit` returns at once and `durableLSN` never moves.
+        case none
+    }
+
+    /// A record and where it lives.
+    public struct Record: Sendable, Equatable {
+        public var lsn: LSN
+        /// Segment file name.
+        public var segment: String
+        /// Byte offset of the record header in that file.
+        public var offset: Int
+        public var payload: [UInt8]
+    }
+
+    /// One segment file as the log sees it.
+    public struct SegmentInfo: Sendable, Equatable {
+        public var name: String
+        public var id: UInt64
+        public var baseLSN: LSN
+        public var recordCount: Int
+        /// Bytes from the start of the file to the end of the last record.
+        public var bytesUsed: Int
+        public var bytesAllocated: Int
+    }
+
+    struct OpenSegment {
+        let segment: Segment
+        var recordOffsets: [UInt32]
+        var end: Int
+        /// Bytes below this offset are covered by a completed sync.
+        var syncedEnd: Int
+    }
+
+    struct State {
+        var segments: [OpenSegment]
+        var firstLSN: LSN
+        var writtenLSN: LSN
+        var durableLSN: LSN
+        var poison: LogError?
+        var isClosed = false
+
+        func checkUsable() throws(LogError) {
+            if isClosed { throw LogError(.closed, "the log is closed") }
+            if let poison {
+                throw LogError(
+                    .poisoned, "an earlier sync failed (\(poison)); reopen the log to recover", path: poison.path,
+                    errno: poison.errno)
+            }
+        }
+    }
+
+    public let directory: String
+    public let isReadOnly: Bool
+    public let options: Options
+    public let logID: LogID
+    /// What recovery found on open and, for a writer, what it changed.
+    public let recoveryReport: RecoveryReport
+    /// The segment size of this log, from its segment headers.
+    public let segmentSize: Int
+
+    private let lock: DirectoryLock?
+    private let state: Mutex<State>
+    /// Held for the whole of a sync so that `durableLSN` only moves in order.
+    private let commitSerializer = Mutex<Void>(())
+
+    /// Opens (or with `createIfMissing`, creates) the log in `directory` as its only writer,
+    /// running recovery first.
+    public static func open(_ directory: String, options: Options = Options()) throws(LogError) -> Log {
+        try Log(directory: directory, options: options, readOnly: false)
+    }
+
+    /// Opens the log read-only: no lock, no byte changed. Shows the valid prefix even when
+    /// recovery would refuse to open it for writing; `recoveryReport` says what it would do.
+    public static func openReadOnly(_ directory: String) throws(LogError) -> Log {
+        try Log(directory: directory, options: Options(), readOnly: true)
+    }
+
+    /// The payload bytes the largest record in this log may have.
+    public var maxRecordSize: Int { Format.maxPayload(segmentSize: segmentSize) }
+
+    private init(directory: String, options: Options, readOnly: Bool) throws(LogError) {
+        self.directory = directory
+        self.options = options
+        self.isReadOnly = readOnly
+        guard options.segmentSize >= Format.minSegmentSize, options.segmentSize <= Format.maxSegmentSize,
+            options.segmentSize % Format.pageSize == 0
+        else {
+            throw LogError(
+                .invalidArgument, "segment size \(options.segmentSize) must be 1 MiB to 4 GiB and a multiple of 4096",
+                path: directory)
+        }
+        let create = options.createIfMissing && !readOnly
+        try Log.prepareDirectory(directory, create: create)
+        lock = readOnly ? nil : try DirectoryLock.acquire(directory: directory)
+
+        var segments = try Log.openSegments(directory, create: create, readOnly: readOnly, options: options)
+        let scan = LogScanner.scan(segments)
+        let report = try Log.plan(scan, mode: options.recovery, readOnly: readOnly, directory: directory)
+        if !readOnly { segments = try Log.apply(scan, directory: directory) } else { segments = scan.kept.map(\.segment) }
+
+        let first = segments[0]
+        logID = first.header.logID
+        segmentSize = first.size
+        var open: [OpenSegment] = []
+        for (index, scanned) in scan.kept.enumerated() {
+            open.append(
+                OpenSegment(segment: segments[index], recordOffsets: scanned.recordOffsets, end: scanned.end,
+                            syncedEnd: scanned.end))
+        }
+        let written = scan.nextLSN - 1
+        state = Mutex(
+            State(segments: open, firstLSN: first.header.baseLSN, writtenLSN: written,
+                  durableLSN: readOnly ? scan.provenDurableLSN : written))
+        var finalReport = report
+        finalReport.applied = !readOnly
+        recoveryReport = finalReport
+    }
+
+    private static func prepareDirectory(_ directory: String, create: Bool) throws(LogError) {
+        do {
+            guard try FileSystem.isDirectory(directory) else {
+                throw LogError(.notALog, "not a directory", path: directory)
+            }
+        } catch let error as Errno {
+            guard error == .noSuchFileOrDirectory, create else {
+                throw LogError.system(
+                    error, error == .noSuchFileOrDirectory ? "no such log directory" : "cannot open the log directory",
+                    path: directory)
+            }
+            do {
+                try FileSystem.makeDirectory(directory)
+                let parent = directory.split(separator: "/", omittingEmptySubsequences: false).dropLast()
+                    .joined(separator: "/")
+                try FileSystem.syncDirectory(parent.isEmpty ? (directory.hasPrefix("/") ? "/" : ".") : parent)
+            } catch {
+                throw LogError.system(error, "cannot create the log directory", path: directory)
+            }
+        } catch let error as LogError {
+            throw error
+        } catch {
+            preconditionFailure("unreachable: \(error)")
+        }
+    }
+
+    /// Lists, opens and checks the segment files; creates the first one for a new log.
+    private static func openSegments(_ directory: String, create: Bool, readOnly: Bool, options: Options)
+        throws(LogError) -> [Segment]
+    {
+        var names: [String]
+        do { names = try FileSystem.listDirectory(directory) } catch {
+            throw LogError.system(error, "cannot list the log directory", path: directory)
+        }
+        let temporarySuffix = "." + Format.segmentFileExtension + "." + Format.temporaryFileExtension
+        if !readOnly {
+            // A crash while creating a segment leaves its temporary file; it never held records.
+            let leftovers = names.filter { $0.hasSuffix(temporarySuffix) }
+            for name in leftovers { try? FileSystem.unlink(directory + "/" + name) }
+            names.removeAll { $0.hasSuffix(temporarySuffix) }
+        }
+        let segmentNames = names.compactMap { name in Format.segmentID(fromFileName: name).map { ($0, name) } }
+            .sorted { $0.0 < $1.0 }
+        let others = names.filter {
+            Format.segmentID(fromFileName: $0) == nil && $0 != Format.lockFileName && !$0.hasSuffix(temporarySuffix)
+        }
+        if segmentNames.isEmpty {
+            guard create else {
+                let note = others.isEmpty ? "" : " (it holds \(others.count) other files)"
+                throw LogError(.notALog, "no segment files in the directory\(note)", path: directory)
+            }
+            guard others.isEmpty else {
+                throw LogError(
+                    .notALog, "refusing to create a log in a directory that holds \(others.count) other files",
+                    path: directory)
+            }
+            var generator = SystemRandomNumberGenerator()
+            let header = SegmentHeader(
+                segmentID: 1, baseLSN: 1, segmentSize: UInt64(options.segmentSize), logID: LogID.random(),
+                salt: generator.next(), durableLSN: 0)
+            return [try Segment.create(directory: directory, header: header, preallocation: options.preallocation)]
+        }
+        var segments: [Segment] = []
+        for (id, name) in segmentNames {
+            let segment = try Segment.open(directory: directory, name: name, writable: !readOnly)
+            guard segment.header.segmentID == id else {
+                throw LogError(
+                    .corruption, "header names segment \(segment.header.segmentID), file name says \(id)",
+                    path: segment.path, offset: 16)
+            }
+            if let first = segments.first, segment.header.logID != first.header.logID {
+                throw LogError(
+                    .notALog, "segment belongs to another log (\(segment.header.logID), not \(first.header.logID))",
+                    path: segment.path, offset: 40)
+            }
+            segments.append(segment)
+        }
+        return segments
+    }
+
+    /// Turns a scan into a report, or refuses according to `mode` (a read-only open never refuses).
+    private static func plan(_ scan: LogScanner.Result, mode: RecoveryMode, readOnly: Bool, directory: String)
+        throws(LogError) -> RecoveryReport
+    {
+        let outcome: RecoveryReport.Outcome
+        switch scan.outcome {
+        case .clean: outcome = .clean
+        case .tornTail: outcome = .tornTail
+        case .corruption: outcome = .corruption
+        }
+        if !readOnly, let damage = scan.damage {
+            let path = directory + "/" + damage.segment
+            if outcome == .corruption && mode != .pointInTime {
+                throw LogError(
+                    .corruption,
+                    "\(damage.reason); later records show LSN \(scan.evidence.durableLSN) was durable, so this is "
+                        + "damage to durable data, not a torn write (open with point-in-time recovery to keep the "
+                        + "records before it)", path: path, offset: damage.offset, lsn: damage.lsn)
+            }
+            if outcome == .tornTail && mode == .strict {
+                throw LogError(
+                    .corruption, "strict recovery: \(damage.reason) (a torn tail; torn-tail recovery would drop it)",
+                    path: path, offset: damage.offset, lsn: damage.lsn)
+            }
+        }
+        var dropped: [RecoveryReport.DroppedRegion] = []
+        if let cut = scan.kept.last, scan.tailNonzeroEnd > cut.end {
+            dropped.append(
+                .init(segment: cut.segment.name, offset: UInt64(cut.end), length: UInt64(scan.tailNonzeroEnd - cut.end),
+                      reason: scan.damage?.reason ?? "stale bytes past the last record"))
+        }
+        for (orphan, extent) in zip(scan.orphans, scan.orphanExtents) {
+            dropped.append(
+                .init(segment: orphan.name, offset: UInt64(Format.segmentHeaderSize),
+                      length: UInt64(max(0, extent - Format.segmentHeaderSize)),
+                      reason: "segment after the end of the valid records"))
+        }
+        let first = scan.kept[0].segment.header.baseLSN
+        var lost: ClosedRange<LSN>?
+        if outcome == .corruption {
+            lost = scan.nextLSN...max(scan.nextLSN, scan.evidence.highestLSN, scan.evidence.durableLSN)
+        }
+        return RecoveryReport(
+            outcome: outcome, mode: mode, applied: false, segmentsKept: scan.kept.count, firstLSN: first,
+            lastLSN: scan.nextLSN - 1, provenDurableLSN: scan.provenDurableLSN, damage: scan.damage,
+            droppedRegions: dropped, removedSegments: scan.orphans.map(\.name), lostLSNs: lost)
+    }
+
+    /// Carries out a recovery plan, in an order that makes a crash at any step recover to the
+    /// same result: orphan segments go first (they hold no evidence the cut depends on), then
+    /// the torn bytes are zeroed durably, then every kept segment is made durable.
+    private static func apply(_ scan: LogScanner.Result, directory: String) throws(LogError) -> [Segment] {
+        var segments = scan.kept.map(\.segment)
+        do {
+            if !scan.orphans.isEmpty {
+                for orphan in scan.orphans.reversed() { try FileSystem.unlink(orphan.path) }
+                try FileSystem.syncDirectory(directory)
+            }
+            let cut = scan.kept[scan.kept.count - 1]
+            let segment = cut.segment
+            if scan.tailNonzeroEnd > cut.end {
+                let end = min(scan.tailNonzeroEnd, segment.readableLength)
+                try segment.descriptor.writeZeros(at: cut.end, length: end - cut.end)
+                try segment.descriptor.dataSync()
+            }
+            if segment.readableLength < segment.size {
+                // A truncated segment is regrown before it is mapped for appends, so that the
+                // mapping never reaches past the end of the file.
+                try segment.descriptor.allocate(offset: segment.readableLength, length: segment.size - segment.readableLength)
+                try segment.descriptor.writeZeros(at: segment.readableLength, length: segment.size - segment.readableLength)
+                try segment.descriptor.sync()
+                try FileSystem.syncDirectory(directory)
+                segments[segments.count - 1] = try Segment.open(directory: directory, name: segment.name, writable: true)
+            }
+            // Records recovered from the page cache after a process crash are made durable
+            // before anything is acknowledged on top of them.
+            for segment in segments { try segment.descriptor.dataSync() }
+        } catch let error as Errno {
+            throw LogError.system(error, "recovery could not repair the log", path: directory)
+        } catch let error as LogError {
+            throw error
+        } catch {
+            preconditionFailure("unreachable: \(error)")
+        }
+        return segments
+    }
+
+    // MARK: - Appending
+
+    /// Appends one record and returns its LSN. The record is not durable until `commit` returns.
+    @discardableResult
+    public func append(_ payload: UnsafeRawBufferPointer) throws(LogError) -> LSN {
+        guard !isReadOnly else { throw LogError(.readOnly, "the log was opened read-only", path: directory) }
+        guard payload.count <= maxRecordSize else {
+            throw LogError(
+                .recordTooLarge,
+                "record of \(payload.count) bytes exceeds the \(maxRecordSize)-byte maximum for \(segmentSize)-byte segments",
+                path: directory)
+        }
+        return try state.withLock { (state) throws(LogError) -> LSN in
+            try state.checkUsable()
+            return try appendLocked(&state, type: Format.recordTypeData, payload: payload)
+        }
+    }
+
+    /// Appends one record and returns its LSN. The record is not durable until `commit` returns.
+    @discardableResult
+    public func append(_ payload: some Sequence<UInt8>) throws(LogError) -> LSN {
+        let result: Result<LSN, LogError>? = payload.withContiguousStorageIfAvailable { buffer in
+            Result { () throws(LogError) -> LSN in try append(UnsafeRawBufferPointer(buffer)) }
+        }
+        if let result { return try result.get() }
+        return try append(Array(payload))
+    }
+
+    /// Appends one record and returns its LSN once it is durable.
+    @discardableResult
+    public func appendAndCommit(_ payload: some Sequence<UInt8>) throws(LogError) -> LSN {
+        let lsn = try append(payload)
+        try commit()
+        return lsn
+    }
+
+    private func appendLocked(_ state: inout State, type: UInt16, payload: UnsafeRawBufferPointer) throws(LogError)
+        -> LSN
+    {
+        let footprint = Format.recordFootprint(payloadLength: payload.count)
+        if state.segments[state.segments.count - 1].end + footprint > segmentSize {
+            try roll(&state)
+        }
+        let index = state.segments.count - 1
+        let segment = state.segments[index].segment
+        let offset = state.segments[index].end
+        let lsn = type == Format.recordTypeData ? state.writtenLSN + 1 : state.writtenLSN
+        let record = segment.base + offset
+        RecordHeader(crc: 0, length: UInt32(payload.count), lsn: lsn, durableLSN: state.durableLSN, type: type)
+            .storeFields(to: record)
+        if let source = payload.baseAddress, payload.count > 0 {
+            (record + Format.recordHeaderSize).copyMemory(from: source, byteCount: payload.count)
+        }
+        let padding = footprint - Format.recordHeaderSize - payload.count
+        if padding > 0 {
+            (record + Format.recordHeaderSize + payload.count).initializeMemory(as: UInt8.self, repeating: 0, count: padding)
+        }
+        let crc = RecordHeader.checksum(recordAt: record, payloadLength: payload.count, saltCRC: segment.saltCRC)
+        record.storeBytes(of: crc.littleEndian, as: UInt32.self)
+        if type == Format.recordTypeData {
+            state.segments[index].recordOffsets.append(UInt32(offset))
+            state.writtenLSN = lsn
+        }
+        state.segments[index].end = offset + footprint
+        return lsn
+    }
+
+    /// Starts the next segment. It is durable (file and directory fsync'd) before it is used, so
+    /// no record in it can be acknowledged while the file itself could still vanish.
+    private func roll(_ state: inout State) throws(LogError) {
+        let current = state.segments[state.segments.count - 1].segment
+        var generator = SystemRandomNumberGenerator()
+        let header = SegmentHeader(
+            segmentID: current.id + 1, baseLSN: state.writtenLSN + 1, segmentSize: UInt64(segmentSize), logID: logID,
+            salt: generator.next(), durableLSN: state.durableLSN)
+        let segment = try Segment.create(directory: directory, header: header, preallocation: options.preallocation)
+        state.segments.append(
+            OpenSegment(segment: segment, recordOffsets: [], end: Format.segmentHeaderSize,
+                        syncedEnd: Format.segmentHeaderSize))
+    }
+
+    // MARK: - Committing
+
+    private struct SyncWork {
+        var upTo: LSN
+        var ranges: [(segment: Segment, bytes: Range<Int>)]
+    }
+
+    /// Returns once every record appended before this call is durable, and returns `durableLSN`.
+    /// With `SyncMode.none` it returns at once and nothing becomes durable.
+    ///
+    /// After a failed sync the log is poisoned: this and every later append or commit throws,
+    /// and `durableLSN` never moves again, until the log is closed and reopened.
+    @discardableResult
+    public func commit() throws(LogError) -> LSN {
+        guard !isReadOnly else { throw LogError(.readOnly, "the log was opened read-only", path: directory) }
+        let target = try state.withLock { (state) throws(LogError) -> LSN in
+            try state.checkUsable()
+            return state.writtenLSN
+        }
+        return try commitSerializer.withLock { _ throws(LogError) -> LSN in
+            let work = try state.withLock { (state) throws(LogError) -> SyncWork? in
+                try state.checkUsable()
+                if state.durableLSN >= target { return nil }
+                var ranges: [(segment: Segment, bytes: Range<Int>)] = []
+                for open in state.segments where open.end > open.syncedEnd {
+                    ranges.append((open.segment, open.syncedEnd..<open.end))
+                }
+                return SyncWork(upTo: state.writtenLSN, ranges: ranges)
+            }
+            guard let work, options.sync != .none else { return durableLSN }
+            try sync(work.ranges)
+            return state.withLock { state in
+                for (segment, bytes) in work.ranges {
+                    if let index = state.segments.firstIndex(where: { $0.segment === segment }) {
+                        state.segments[index].syncedEnd = max(state.segments[index].syncedEnd, bytes.upperBound)
+                    }
+                }
+                state.durableLSN = max(state.durableLSN, work.upTo)
+                return state.durableLSN
+            }
+        }
+    }
+
+    private func sync(_ ranges: [(segment: Segment, bytes: Range<Int>)]) throws(LogError) {
+        for (segment, bytes) in ranges {
+            do {
+                try FaultInjection.check(.sync, directory: directory)
+                switch options.sync {
+                case .msync: try segment.mapping.sync(bytes)
+                case .fdatasync: try segment.descriptor.dataSync()
+                case .none: break
+                }
+            } catch {
+                let failure = LogError.system(
+                    error, "\(options.sync.rawValue) failed; the log refuses writes until it is reopened",
+                    path: segment.path, offset: UInt64(bytes.lowerBound))
+                state.withLock { $0.poison = $0.poison ?? failure }
+                throw failure
+            }
+        }
+    }
+
+    // MARK: - Reading
+
+    public var firstLSN: LSN { state.withLock { $0.firstLSN } }
+    /// The last LSN appended (durable or not); `firstLSN - 1` when the log is empty.
+    public var writtenLSN: LSN { state.withLock { $0.writtenLSN } }
+    /// The last LSN covered by a completed sync. For a read-only open: the last LSN the log
+    /// proves was durable.
+    public var durableLSN: LSN { state.withLock { $0.durableLSN } }
+
+    /// The record at `lsn`, which must be in `firstLSN...writtenLSN`.
+    public func record(_ lsn: LSN) throws(LogError) -> Record {
+        let (segment, offset) = try locate(lsn)
+        let header = RecordHeader.load(from: segment.base + offset)
+        let payload = Array(
+            UnsafeRawBufferPointer(start: segment.base + offset + Format.recordHeaderSize, count: Int(header.length)))
+        return Record(lsn: lsn, segment: segment.name, offset: offset, payload: payload)
+    }
+
+    /// The payload of the record at `lsn`.
+    public func read(_ lsn: LSN) throws(LogError) -> [UInt8] { try record(lsn).payload }
+
+    /// Records from `start` (default `firstLSN`) through `end` (default the `writtenLSN` of now).
+    public func records(from start: LSN? = nil, through end: LSN? = nil) -> Records {
+        let (first, written) = state.withLock { ($0.firstLSN, $0.writtenLSN) }
+        return Records(log: self, nextLSN: max(start ?? first, first), lastLSN: min(end ?? written, written))
+    }
+
+    public struct Records: Sequence, IteratorProtocol, Sendable {
+        let log: Log
+        var nextLSN: LSN
+        let lastLSN: LSN
+
+        public mutating func next() -> Record? {
+            guard nextLSN <= lastLSN, let record = try? log.record(nextLSN) else { return nil }
+            nextLSN += 1
+            return record
+        }
+    }
+
+    private func locate(_ lsn: LSN) throws(LogError) -> (Segment, Int) {
+        try state.withLock { (state) throws(LogError) -> (Segment, Int) in
+            if state.isClosed { throw LogError(.closed, "the log is closed", path: directory) }
+            guard lsn >= state.firstLSN, lsn <= state.writtenLSN else {
+                throw LogError(
+                    .lsnOutOfRange, "LSN \(lsn) is outside \(state.firstLSN)...\(state.writtenLSN)", path: directory,
+                    lsn: lsn)
+            }
+            var low = 0
+            var high = state.segments.count - 1
+            while low < high {
+                let middle = (low + high + 1) / 2
+                if state.segments[middle].segment.header.baseLSN <= lsn { low = middle } else { high = middle - 1 }
+            }
+            let open = state.segments[low]
+            return (open.segment, Int(open.recordOffsets[Int(lsn - open.segment.header.baseLSN)]))
+        }
+    }
+
+    /// The segments, oldest first.
+    public var segments: [SegmentInfo] {
+        state.withLock { state in
+            state.segments.map {
+                SegmentInfo(
+                    name: $0.segment.name, id: $0.segment.id, baseLSN: $0.segment.header.baseLSN,
+                    recordCount: $0.recordOffsets.count, bytesUsed: $0.end, bytesAllocated: $0.segment.size)
+            }
+        }
+    }
+
+    /// The pid of the process holding the writer lock of `directory`, or nil if none does.
+    public static func lockHolder(_ directory: String) -> Int32? { DirectoryLock.holder(directory: directory) }
+
+    // MARK: - Closing
+
+    /// Commits, writes a close marker (which lets recovery prove every record durable), and
+    /// releases the writer lock. Later calls on this log throw `closed`.
+    public func close() throws(LogError) {
+        defer {
+            state.withLock {
+                $0.isClosed = true
+                $0.segments.removeAll()
+            }
+            lock?.release()
+        }
+        guard !isReadOnly, state.withLock({ $0.poison == nil && !$0.isClosed }) else { return }
+        try commit()
+        guard options.sync != .none else { return }
+        try commitSerializer.withLock { _ throws(LogError) in
+            let marker = try state.withLock { (state) throws(LogError) -> (Segment, Range<Int>)? in
+                let last = state.segments[state.segments.count - 1]
+                guard state.durableLSN == state.writtenLSN,
+                    last.end + Format.recordHeaderSize <= segmentSize
+                else { return nil }
+                _ = try appendLocked(&state, type: Format.recordTypeCloseMarker, payload: UnsafeRawBufferPointer(start: nil, count: 0))
+                return (last.segment, last.syncedEnd..<(last.end + Format.recordHeaderSize))
+            }
+            if let (segment, bytes) = marker { try sync([(segment, bytes)]) }
+        }
+    }
+}

@@ -1,0 +1,227 @@
+/// Read-only analysis of a log's segments: where the valid records end, and whether what lies
+/// past that point is a torn tail or damage to data that was already durable.
+///
+/// The rule (docs/FORMAT.md, "Recovery"): records are parsed in LSN order until the first
+/// position that is not a valid record (the cut). Every valid record found past the cut, and
+/// every later segment header, states an LSN that was durable when it was written. If any of
+/// them states an LSN ≥ the LSN expected at the cut, the record at the cut was durable and
+/// its loss is corruption; otherwise nothing past the cut was ever acknowledged: a torn tail.
+struct LogScanner {
+    struct ScannedSegment {
+        let segment: Segment
+        var recordOffsets: [UInt32] = []
+        /// Offset just past the last valid record or close marker.
+        var end: Int
+        var durableClaim: LSN
+        var endsWithCloseMarker = false
+        var lastLSN: LSN { segment.header.baseLSN + LSN(recordOffsets.count) - 1 }
+    }
+
+    /// What valid records past a cut claim.
+    struct Evidence {
+        var durableLSN: LSN = 0
+        var highestLSN: LSN = 0
+        var validRecords = 0
+        /// End of the last nonzero byte found, for zeroing the torn bytes.
+        var nonzeroEnd: Int
+
+        mutating func merge(_ other: Evidence) {
+            durableLSN = max(durableLSN, other.durableLSN)
+            highestLSN = max(highestLSN, other.highestLSN)
+            validRecords += other.validRecords
+        }
+    }
+
+    enum Outcome: String, Sendable {
+        case clean
+        case tornTail = "torn-tail"
+        case corruption
+    }
+
+    struct Result {
+        var kept: [ScannedSegment]
+        /// Segments after the cut segment: never acknowledged if the outcome is a torn tail.
+        var orphans: [Segment]
+        /// For each orphan, the end of its last nonzero byte.
+        var orphanExtents: [Int]
+        var nextLSN: LSN
+        var outcome: Outcome
+        var damage: Damage?
+        /// Nonzero bytes in the cut segment past the last valid record: `end..<tailNonzeroEnd`.
+        var tailNonzeroEnd: Int
+        var evidence: Evidence
+        /// The highest LSN the kept records themselves prove durable.
+        var provenDurableLSN: LSN
+    }
+
+    /// `segments` sorted by id, headers already checked to belong to one log.
+    static func scan(_ segments: [Segment]) -> Result {
+        precondition(!segments.isEmpty)
+        var expected = segments[0].header.baseLSN
+        var kept: [ScannedSegment] = []
+        for (index, segment) in segments.enumerated() {
+            let (scanned, invalidReason) = parse(segment, expected: &expected)
+            kept.append(scanned)
+            let next = index + 1 < segments.count ? segments[index + 1] : nil
+            if invalidReason == nil, let next, next.header.baseLSN == expected { continue }
+
+            var evidence = scanEvidence(segment, from: scanned.end, minLSN: expected)
+            let tailNonzeroEnd = max(evidence.nonzeroEnd, scanned.end)
+            let orphans = Array(segments[(index + 1)...])
+            var orphanExtents: [Int] = []
+            for orphan in orphans {
+                var found = scanEvidence(orphan, from: Format.segmentHeaderSize, minLSN: orphan.header.baseLSN)
+                found.durableLSN = max(found.durableLSN, orphan.header.durableLSN)
+                evidence.merge(found)
+                orphanExtents.append(found.nonzeroEnd)
+            }
+            let reason: String?
+            if let invalidReason {
+                reason = invalidReason
+            } else if let next {
+                reason = "segment \(next.name) starts at LSN \(next.header.baseLSN) where \(expected) was expected"
+            } else if evidence.validRecords > 0 {
+                reason = "no record where LSN \(expected) was expected, but valid records follow"
+            } else if tailNonzeroEnd > scanned.end {
+                reason = "partly written record"
+            } else {
+                reason = nil
+            }
+            var result = Result(
+                kept: kept, orphans: orphans, orphanExtents: orphanExtents, nextLSN: expected, outcome: .clean, damage: nil,
+                tailNonzeroEnd: tailNonzeroEnd, evidence: evidence,
+                provenDurableLSN: provenDurable(kept, nextLSN: expected))
+            if let reason {
+                result.outcome = evidence.durableLSN >= expected ? .corruption : .tornTail
+                result.damage = Damage(
+                    segment: segment.name, offset: UInt64(scanned.end), lsn: expected, reason: reason)
+            }
+            return result
+        }
+        preconditionFailure("the loop returns at the last segment")
+    }
+
+    private static func provenDurable(_ kept: [ScannedSegment], nextLSN: LSN) -> LSN {
+        var proven: LSN = 0
+        for scanned in kept { proven = max(proven, scanned.durableClaim) }
+        if let last = kept.last, last.endsWithCloseMarker { proven = nextLSN - 1 }
+        return min(proven, nextLSN - 1)
+    }
+
+    /// Parses records from the start of `segment` while each is valid and has the expected LSN.
+    /// Returns the scan and, if parsing stopped at something other than zeros, why.
+    static func parse(_ segment: Segment, expected: inout LSN) -> (ScannedSegment, String?) {
+        let bytes = segment.bytes
+        let base = bytes.baseAddress!
+        var scanned = ScannedSegment(segment: segment, end: Format.segmentHeaderSize,
+                                     durableClaim: segment.header.durableLSN)
+        var position = Format.segmentHeaderSize
+        while true {
+            scanned.end = position
+            if position + Format.recordHeaderSize > segment.size { return (scanned, nil) }
+            if position + Format.recordHeaderSize > bytes.count {
+                let rest = UnsafeRawBufferPointer(rebasing: bytes[min(position, bytes.count)...])
+                if rest.allSatisfy({ $0 == 0 }) { return (scanned, nil) }
+                return (scanned, "record header cut off by the end of the file (\(bytes.count) bytes)")
+            }
+            let pointer = base + position
+            if RecordHeader.isAllZero(pointer) { return (scanned, nil) }
+            let header = RecordHeader.load(from: pointer)
+            if let problem = structuralProblem(header, at: position, in: segment) { return (scanned, problem) }
+            if RecordHeader.checksum(recordAt: pointer, payloadLength: Int(header.length), saltCRC: segment.saltCRC)
+                != header.crc
+            {
+                return (scanned, "checksum mismatch")
+            }
+            if header.type == Format.recordTypeData {
+                guard header.lsn == expected else {
+                    return (scanned, "record has LSN \(header.lsn) where \(expected) was expected")
+                }
+                scanned.recordOffsets.append(UInt32(position))
+                expected += 1
+                scanned.endsWithCloseMarker = false
+            } else {
+                guard header.lsn == expected - 1, header.length == 0 else {
+                    return (scanned, "close marker for LSN \(header.lsn) where \(expected - 1) was expected")
+                }
+                scanned.endsWithCloseMarker = true
+            }
+            scanned.durableClaim = max(scanned.durableClaim, header.durableLSN)
+            position += header.footprint
+        }
+    }
+
+    /// Why a checksum-independent check fails, or nil.
+    private static func structuralProblem(_ header: RecordHeader, at position: Int, in segment: Segment) -> String? {
+        guard header.type == Format.recordTypeData || header.type == Format.recordTypeCloseMarker,
+            header.flags == 0, header.reserved == 0
+        else { return "unknown record type \(header.type) or nonzero reserved bits" }
+        if position + header.footprint > segment.size {
+            return "record length \(header.length) runs past the end of the segment"
+        }
+        if position + Format.recordHeaderSize + Int(header.length) > segment.bytes.count {
+            return "record length \(header.length) runs past the end of the file (\(segment.bytes.count) bytes)"
+        }
+        let limit = header.type == Format.recordTypeData ? header.lsn &- 1 : header.lsn
+        if header.durableLSN > limit { return "record claims durable LSN \(header.durableLSN) beyond itself" }
+        return nil
+    }
+
+    /// Looks for valid records anywhere from `start` to the end of `segment`, at every 8-byte
+    /// aligned position (a torn or damaged record's length cannot be trusted to skip it).
+    static func scanEvidence(_ segment: Segment, from start: Int, minLSN: LSN) -> Evidence {
+        let bytes = segment.bytes
+        let base = bytes.baseAddress!
+        var evidence = Evidence(nonzeroEnd: start)
+        var position = alignUp(start, to: Format.recordAlignment)
+        if position > start, position <= bytes.count,
+           !UnsafeRawBufferPointer(rebasing: bytes[start..<position]).allSatisfy({ $0 == 0 }) {
+            evidence.nonzeroEnd = position
+        }
+        while position + 8 <= bytes.count {
+            if base.loadUnaligned(fromByteOffset: position, as: UInt64.self) == 0 {
+                position += 8
+                continue
+            }
+            evidence.nonzeroEnd = max(evidence.nonzeroEnd, position + 8)
+            if position + Format.recordHeaderSize <= bytes.count {
+                let header = RecordHeader.load(from: base + position)
+                let lowest = header.type == Format.recordTypeData ? minLSN : minLSN &- 1
+                if header.lsn >= lowest, structuralProblem(header, at: position, in: segment) == nil,
+                    RecordHeader.checksum(
+                        recordAt: base + position, payloadLength: Int(header.length), saltCRC: segment.saltCRC)
+                        == header.crc
+                {
+                    evidence.validRecords += 1
+                    evidence.durableLSN = max(evidence.durableLSN, header.durableLSN)
+                    if header.type == Format.recordTypeData {
+                        evidence.highestLSN = max(evidence.highestLSN, header.lsn)
+                    }
+                    let end = position + Format.recordHeaderSize + Int(header.length)
+                    evidence.nonzeroEnd = max(evidence.nonzeroEnd, end)
+                    position += header.footprint
+                    continue
+                }
+            }
+            position += 8
+        }
+        if position < bytes.count,
+           !UnsafeRawBufferPointer(rebasing: bytes[position...]).allSatisfy({ $0 == 0 }) {
+            evidence.nonzeroEnd = bytes.count
+        }
+        return evidence
+    }
+}
+
+/// Where a log stops being valid, and why.
+public struct Damage: Sendable, Equatable, CustomStringConvertible {
+    /// Segment file name.
+    public var segment: String
+    /// Byte offset in that file of the first byte that is not a valid record.
+    public var offset: UInt64
+    /// The LSN that was expected there.
+    public var lsn: LSN
+    public var reason: String
+
+    public var description: String { "\(segment) offset \(offset) (LSN \(lsn)): \(reason)" }
+}

@@ -1,0 +1,121 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import SystemPackage
+
+/// One segment file: its descriptor, its header and a shared mapping of it.
+///
+/// Immutable after creation. Records are written into `base` by the writer under the log's
+/// state lock; bytes of a record never change after it is appended, so readers may copy them
+/// without a lock once they learned the record's offset under the lock.
+final class Segment: @unchecked Sendable {
+    let name: String
+    let path: String
+    let header: SegmentHeader
+    let descriptor: OwnedDescriptor
+    let mapping: Mapping
+    /// Bytes of the file that may be read: the segment size, or less for a truncated file.
+    let readableLength: Int
+    let saltCRC: UInt32
+
+    var id: UInt64 { header.segmentID }
+    var size: Int { Int(header.segmentSize) }
+    var base: UnsafeMutableRawPointer { mapping.base }
+    var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: mapping.base, count: readableLength) }
+
+    private init(name: String, path: String, header: SegmentHeader, descriptor: consuming OwnedDescriptor,
+                 mapping: consuming Mapping, readableLength: Int) {
+        self.name = name
+        self.path = path
+        self.header = header
+        self.descriptor = descriptor
+        self.mapping = mapping
+        self.readableLength = readableLength
+        self.saltCRC = RecordHeader.saltCRC(header.salt)
+    }
+
+    /// Opens and maps an existing segment. Never maps past the end of the file, so a truncated
+    /// segment cannot SIGBUS a reader.
+    static func open(directory: String, name: String, writable: Bool) throws(LogError) -> Segment {
+        let path = directory + "/" + name
+        let descriptor = try openDescriptor(path, writable: writable)
+        let fileSize: Int
+        do { fileSize = try descriptor.size() } catch {
+            throw LogError.system(error, "cannot stat segment", path: path)
+        }
+        var prefix = [UInt8](repeating: 0, count: min(fileSize, Format.segmentHeaderSize))
+        do {
+            try prefix.withUnsafeMutableBytes { raw in
+                Result { () throws(Errno) in _ = try descriptor.read(into: raw, at: 0) }
+            }.get()
+        } catch {
+            throw LogError.system(error, "cannot read segment header", path: path)
+        }
+        let header = try prefix.withUnsafeBytes { raw in
+            Result { () throws(LogError) in try SegmentHeader.decode(raw, path: path) }
+        }.get()
+        let readable = min(fileSize, Int(header.segmentSize))
+        let mapping = try map(descriptor, length: readable, writable: writable, path: path)
+        return Segment(name: name, path: path, header: header, descriptor: descriptor, mapping: mapping,
+                       readableLength: readable)
+    }
+
+    private static func openDescriptor(_ path: String, writable: Bool) throws(LogError) -> OwnedDescriptor {
+        do { return try OwnedDescriptor(path: path, flags: writable ? O_RDWR : O_RDONLY) } catch {
+            throw LogError.system(error, "cannot open segment", path: path)
+        }
+    }
+
+    private static func map(_ descriptor: borrowing OwnedDescriptor, length: Int, writable: Bool, path: String)
+        throws(LogError) -> Mapping
+    {
+        do { return try Mapping(descriptor, length: length, writable: writable) } catch {
+            throw LogError.system(error, "cannot map segment", path: path)
+        }
+    }
+
+    /// Creates a segment durably: written under a temporary name, preallocated, header written,
+    /// fsync'd, renamed into place, directory fsync'd. A crash at any point leaves either no
+    /// segment of this name or a complete one.
+    static func create(directory: String, header: SegmentHeader, preallocation: Preallocation)
+        throws(LogError) -> Segment
+    {
+        let name = Format.segmentFileName(id: header.segmentID)
+        let path = directory + "/" + name
+        let temporaryPath = path + "." + Format.temporaryFileExtension
+        let size = Int(header.segmentSize)
+        do {
+            do {
+                let descriptor = try OwnedDescriptor(path: temporaryPath, flags: O_RDWR | O_CREAT | O_TRUNC)
+                try FaultInjection.check(.segmentPreallocation, directory: directory)
+                try descriptor.allocate(offset: 0, length: size)
+                if preallocation == .zeroFill {
+                    // Written (not unwritten) extents make each later msync a pure data write:
+                    // see "Preallocation" in BENCHMARKS.md.
+                    try descriptor.writeZeros(at: 0, length: size)
+                }
+                var page = [UInt8](repeating: 0, count: Format.segmentHeaderSize)
+                page.withUnsafeMutableBytes { header.encode(into: $0) }
+                try descriptor.write(page, at: 0)
+                try descriptor.sync()
+            }
+            try FileSystem.rename(temporaryPath, to: path)
+            try FileSystem.syncDirectory(directory)
+        } catch {
+            try? FileSystem.unlink(temporaryPath)
+            throw LogError.system(error, "cannot create segment \(name) (\(size) bytes)", path: temporaryPath)
+        }
+        return try open(directory: directory, name: name, writable: true)
+    }
+}
+
+/// How a new segment's blocks are reserved before anything is written into its mapping.
+public enum Preallocation: String, Sendable, CaseIterable {
+    /// `fallocate(2)`, then the whole file written with zeros: slower to create, cheaper to msync.
+    case zeroFill = "zero-fill"
+    /// `fallocate(2)` only: fast to create, but every first write to a block converts an
+    /// unwritten extent, which makes msync commit filesystem metadata too.
+    case fallocate
+}

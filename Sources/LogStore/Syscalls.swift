@@ -1,0 +1,177 @@
+// Thin wrappers over the system calls LogStore needs and swift-system does not cover, in
+// swift-system's style: Swift names, `Errno` as the typed cause, EINTR retried.
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import SystemPackage
+
+@inline(__always)
+private func retryingInterrupts<T: FixedWidthInteger>(_ body: () -> T) throws(Errno) -> T {
+    while true {
+        let result = body()
+        if result == -1 {
+            let code = Errno(rawValue: errno)
+            if code == .interrupted { continue }
+            throw code
+        }
+        return result
+    }
+}
+
+/// A file descriptor this value owns: closed exactly once, when the owner goes away.
+struct OwnedDescriptor: ~Copyable {
+    let raw: FileDescriptor
+
+    /// `open(2)` with `O_CLOEXEC` always added.
+    init(path: String, flags: Int32, mode: mode_t = 0o644) throws(Errno) {
+        let fd = try retryingInterrupts { Glibc.open(path, flags | O_CLOEXEC, mode) }
+        raw = FileDescriptor(rawValue: fd)
+    }
+
+    deinit { _ = Glibc.close(raw.rawValue) }
+
+    /// `fdatasync(2)`.
+    func dataSync() throws(Errno) { _ = try retryingInterrupts { Glibc.fdatasync(raw.rawValue) } }
+
+    /// `fsync(2)`.
+    func sync() throws(Errno) { _ = try retryingInterrupts { Glibc.fsync(raw.rawValue) } }
+
+    /// `posix_fallocate(3)` (the `fallocate(2)` system call on Linux filesystems that have it):
+    /// allocates blocks so that later writes cannot fail for space.
+    func allocate(offset: Int, length: Int) throws(Errno) {
+        while true {
+            let result = posix_fallocate(raw.rawValue, off_t(offset), off_t(length))
+            if result == 0 { return }
+            if result != EINTR { throw Errno(rawValue: result) }
+        }
+    }
+
+    /// `fstat(2)`: the file's size in bytes.
+    func size() throws(Errno) -> Int {
+        var info = stat()
+        _ = try retryingInterrupts { Glibc.fstat(raw.rawValue, &info) }
+        return Int(info.st_size)
+    }
+
+    /// `pread(2)` until `buffer` is full or end of file; returns the bytes read.
+    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int) throws(Errno) -> Int {
+        var done = 0
+        while done < buffer.count {
+            let n = try retryingInterrupts {
+                Glibc.pread(raw.rawValue, buffer.baseAddress! + done, buffer.count - done, off_t(offset + done))
+            }
+            if n == 0 { break }
+            done += n
+        }
+        return done
+    }
+
+    /// `pwrite(2)` of all of `buffer`.
+    func write(_ buffer: UnsafeRawBufferPointer, at offset: Int) throws(Errno) {
+        var done = 0
+        while done < buffer.count {
+            done += try retryingInterrupts {
+                Glibc.pwrite(raw.rawValue, buffer.baseAddress! + done, buffer.count - done, off_t(offset + done))
+            }
+        }
+    }
+
+    /// `pwrite(2)` of all of `bytes`.
+    func write(_ bytes: [UInt8], at offset: Int) throws(Errno) {
+        let result = bytes.withUnsafeBytes { raw in Result { () throws(Errno) in try write(raw, at: offset) } }
+        try result.get()
+    }
+
+    /// Writes `length` zero bytes at `offset` with `pwrite(2)`, in large chunks.
+    func writeZeros(at offset: Int, length: Int) throws(Errno) {
+        let chunk = min(length, 1 << 20)
+        guard chunk > 0 else { return }
+        let zeros = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk, alignment: Format.pageSize)
+        defer { zeros.deallocate() }
+        zeros.initializeMemory(as: UInt8.self, repeating: 0)
+        var done = 0
+        while done < length {
+            let n = min(chunk, length - done)
+            try write(UnsafeRawBufferPointer(rebasing: zeros[0..<n]), at: offset + done)
+            done += n
+        }
+    }
+}
+
+enum FileSystem {
+    /// `fsync(2)` of a directory, making its entries (creations, renames, unlinks) durable.
+    static func syncDirectory(_ path: String) throws(Errno) {
+        let dir = try OwnedDescriptor(path: path, flags: O_RDONLY | O_DIRECTORY)
+        try dir.sync()
+    }
+
+    /// `rename(2)`.
+    static func rename(_ from: String, to: String) throws(Errno) {
+        _ = try retryingInterrupts { Glibc.rename(from, to) }
+    }
+
+    /// `unlink(2)`.
+    static func unlink(_ path: String) throws(Errno) {
+        _ = try retryingInterrupts { Glibc.unlink(path) }
+    }
+
+    /// `mkdir(2)`; an existing directory is not an error.
+    static func makeDirectory(_ path: String) throws(Errno) {
+        do {
+            _ = try retryingInterrupts { Glibc.mkdir(path, 0o755) }
+        } catch {
+            if error != .fileExists { throw error }
+        }
+    }
+
+    /// `stat(2)`: whether `path` names a directory; throws ENOENT when it does not exist.
+    static func isDirectory(_ path: String) throws(Errno) -> Bool {
+        var info = stat()
+        _ = try retryingInterrupts { stat(path, &info) as Int32 }
+        return (info.st_mode & S_IFMT) == S_IFDIR
+    }
+
+    /// `opendir(3)`/`readdir(3)`: the names in a directory, without "." and "..".
+    static func listDirectory(_ path: String) throws(Errno) -> [String] {
+        guard let dir = opendir(path) else { throw Errno(rawValue: errno) }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names
+    }
+}
+
+/// A shared mapping of a file, unmapped exactly once when its owner goes away.
+struct Mapping: ~Copyable {
+    let base: UnsafeMutableRawPointer
+    let length: Int
+
+    /// `mmap(2)` with `MAP_SHARED` of the first `length` bytes of `descriptor`.
+    init(_ descriptor: borrowing OwnedDescriptor, length: Int, writable: Bool) throws(Errno) {
+        precondition(length > 0)
+        let protection = writable ? PROT_READ | PROT_WRITE : PROT_READ
+        let address = Glibc.mmap(nil, length, protection, MAP_SHARED, descriptor.raw.rawValue, 0)
+        guard let address, address != MAP_FAILED else { throw Errno(rawValue: errno) }
+        base = address
+        self.length = length
+    }
+
+    deinit { Glibc.munmap(base, length) }
+
+    var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base, count: length) }
+
+    /// `msync(2)` with `MS_SYNC` over the pages covering `range` (byte offsets).
+    func sync(_ range: Range<Int>) throws(Errno) {
+        let start = alignDown(range.lowerBound, to: Format.pageSize)
+        let end = min(alignUp(range.upperBound, to: Format.pageSize), alignUp(length, to: Format.pageSize))
+        guard end > start else { return }
+        _ = try retryingInterrupts { Glibc.msync(base + start, end - start, MS_SYNC) }
+    }
+}

@@ -1,0 +1,65 @@
+import ArgumentParser
+import Foundation
+import LogStore
+
+@main
+struct LogCtl: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "logctl",
+        abstract: "Inspect, verify, write and demonstrate LogStore logs.",
+        discussion: """
+            Exit codes:
+              0  success (verify: the log is clean)
+              1  verify: only a torn tail (recovery would drop it; nothing acknowledged is affected)
+              2  corruption of data that was durable
+              3  not a log, unreadable, or bad arguments
+              4  the log is locked by another writer
+              5  any other I/O failure (full disk, failed sync, ...)
+            """,
+        subcommands: [Append.self, Dump.self, Verify.self, Stat.self]
+    )
+
+    /// Runs the command; every failure becomes one line on stderr and a documented exit code.
+    static func main() {
+        signal(SIGPIPE, SIG_IGN)
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch let error as LogError {
+            fail(error.description, code: exitCode(for: error))
+        } catch let error as ExitCode {
+            Foundation.exit(error.rawValue)
+        } catch {
+            if exitCode(for: error) == .success { exit(withError: error) }
+            fail(message(for: error).replacingOccurrences(of: "\n", with: " ") + " (see logctl help)", code: 3)
+        }
+    }
+
+    static func exitCode(for error: LogError) -> Int32 {
+        switch error.code {
+        case .corruption: 2
+        case .notFound, .notALog, .unsupportedVersion, .invalidArgument, .lsnOutOfRange, .permissionDenied,
+            .readOnly, .closed:
+            3
+        case .locked: 4
+        case .recordTooLarge, .noSpace, .ioError, .poisoned: 5
+        }
+    }
+
+    static func fail(_ message: String, code: Int32) -> Never {
+        FileHandle.standardError.write(Data(("logctl: " + message + "\n").utf8))
+        Foundation.exit(code)
+    }
+}
+
+/// The log directory argument every subcommand takes.
+struct LogDirectory: ParsableArguments {
+    @Argument(help: "The log directory.")
+    var directory: String
+}
+
+/// `--json` for scripts.
+struct OutputFormat: ParsableArguments {
+    @Flag(help: "Print JSON (one object per line) instead of text.")
+    var json = false
+}

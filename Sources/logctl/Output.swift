@@ -1,0 +1,52 @@
+import ArgumentParser
+import Foundation
+import LogStore
+
+/// Writes one JSON object per line, with stable key order.
+func printJSON(_ value: some Encodable) {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+    let data = (try? encoder.encode(value)) ?? Data("{}".utf8)
+    print(String(decoding: data, as: UTF8.self))
+}
+
+/// Sizes in binary units: 4096 → "4.0 KiB".
+func humanBytes(_ count: Int) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"]
+    var value = Double(count)
+    var unit = 0
+    while value >= 1024 && unit < units.count - 1 {
+        value /= 1024
+        unit += 1
+    }
+    return unit == 0 ? "\(count) B" : String(format: "%.1f %@", value, units[unit])
+}
+
+/// A payload as text when it is printable UTF-8, else as hex.
+func displayPayload(_ payload: [UInt8]) -> String {
+    if let text = String(validating: payload, as: UTF8.self),
+        text.unicodeScalars.allSatisfy({ $0.value >= 0x20 && $0.value != 0x7F || $0 == "\t" })
+    {
+        return text
+    }
+    return "0x" + payload.map { String(format: "%02x", $0) }.joined()
+}
+
+/// Parses "4096", "64MiB", "1M", "2G" (binary units).
+func parseByteCount(_ text: String) -> Int? {
+    let lower = text.lowercased()
+    let digits = lower.prefix(while: { $0.isNumber })
+    guard let number = Int(digits) else { return nil }
+    let multiplier: Int
+    switch lower.dropFirst(digits.count) {
+    case "", "b": multiplier = 1
+    case "k", "kb", "kib": multiplier = 1 << 10
+    case "m", "mb", "mib": multiplier = 1 << 20
+    case "g", "gb", "gib": multiplier = 1 << 30
+    default: return nil
+    }
+    let (value, overflow) = number.multipliedReportingOverflow(by: multiplier)
+    return overflow ? nil : value
+}
+
+extension Log.SyncMode: ExpressibleByArgument {}
