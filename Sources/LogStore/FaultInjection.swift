@@ -17,6 +17,8 @@ enum FaultInjection {
     }
 
     private static let rules = Mutex<[Rule]>([])
+    /// Directories whose syncs are being recorded, with what was synced: (segment, byte range).
+    private static let observed = Mutex<[String: [(segment: String, bytes: Range<Int>)]]>([:])
     private static let armed = Atomic<Bool>(false)
 
     /// Fails the `after`+1-th call at `point` for the log in `directory` with `errno`.
@@ -28,10 +30,29 @@ enum FaultInjection {
         armed.store(true, ordering: .releasing)
     }
 
+    /// Starts recording every sync the log in `directory` issues.
+    static func observeSyncs(directory: String) {
+        observed.withLock { $0[directory] = [] }
+        armed.store(true, ordering: .releasing)
+    }
+
+    /// The syncs recorded since `observeSyncs`: segment file name and the byte range passed
+    /// to msync (page-aligned) or, for fdatasync, the dirty range it was issued for.
+    static func recordedSyncs(directory: String) -> [(segment: String, bytes: Range<Int>)] {
+        observed.withLock { $0[directory] ?? [] }
+    }
+
+    @inline(__always)
+    static func noteSync(directory: String, segment: String, bytes: Range<Int>) {
+        guard armed.load(ordering: .acquiring) else { return }
+        observed.withLock { if $0[directory] != nil { $0[directory]!.append((segment, bytes)) } }
+    }
+
     static func disarm(directory: String) {
+        observed.withLock { _ = $0.removeValue(forKey: directory) }
         let empty = rules.withLock { rules in
             rules.removeAll { $0.directory == directory }
-            return rules.isEmpty
+            return rules.isEmpty && observed.withLock { $0.isEmpty }
         }
         if empty { armed.store(false, ordering: .releasing) }
     }

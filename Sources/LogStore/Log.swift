@@ -455,8 +455,13 @@ public final class Log: Sendable {
             do {
                 try FaultInjection.check(.sync, directory: directory)
                 switch options.sync {
-                case .msync: try segment.mapping.sync(bytes)
-                case .fdatasync: try segment.descriptor.dataSync()
+                case .msync:
+                    let pages = segment.mapping.pages(covering: bytes)
+                    FaultInjection.noteSync(directory: directory, segment: segment.name, bytes: pages)
+                    try segment.mapping.sync(pages: pages)
+                case .fdatasync:
+                    FaultInjection.noteSync(directory: directory, segment: segment.name, bytes: bytes)
+                    try segment.descriptor.dataSync()
                 case .none: break
                 }
             } catch {

@@ -167,11 +167,16 @@ struct Mapping: ~Copyable {
 
     var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base, count: length) }
 
-    /// `msync(2)` with `MS_SYNC` over the pages covering `range` (byte offsets).
-    func sync(_ range: Range<Int>) throws(Errno) {
+    /// The pages covering `range` (byte offsets), clipped to the mapping.
+    func pages(covering range: Range<Int>) -> Range<Int> {
         let start = alignDown(range.lowerBound, to: Format.pageSize)
         let end = min(alignUp(range.upperBound, to: Format.pageSize), alignUp(length, to: Format.pageSize))
-        guard end > start else { return }
-        _ = try retryingInterrupts { Glibc.msync(base + start, end - start, MS_SYNC) }
+        return start..<max(start, end)
+    }
+
+    /// `msync(2)` with `MS_SYNC` over `pages` (page-aligned byte offsets).
+    func sync(pages: Range<Int>) throws(Errno) {
+        guard !pages.isEmpty else { return }
+        _ = try retryingInterrupts { Glibc.msync(base + pages.lowerBound, pages.count, MS_SYNC) }
     }
 }

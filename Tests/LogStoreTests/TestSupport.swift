@@ -1,0 +1,112 @@
+import Foundation
+@testable import LogStore
+import Testing
+
+/// A fresh directory under the system temp dir, removed when the value goes away.
+final class TemporaryDirectory: @unchecked Sendable {
+    let path: String
+
+    init(_ label: String = "logstore") {
+        var template = Array((NSTemporaryDirectory() + "/\(label)-XXXXXX").utf8CString)
+        let result = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
+        precondition(result != nil, "mkdtemp failed")
+        path = String(cString: template)
+    }
+
+    /// A path inside this directory (not created).
+    func child(_ name: String) -> String { path + "/" + name }
+
+    deinit { try? FileManager.default.removeItem(atPath: path) }
+}
+
+/// Deterministic payloads: record `index` of a test has content that depends on its index
+/// and a seed, with lengths that vary to exercise padding and page boundaries.
+func payload(_ index: Int, seed: UInt64 = 0, maxLength: Int = 300) -> [UInt8] {
+    var generator = SeededGenerator(seed: seed &+ UInt64(index) &* 0x9E37_79B9_7F4A_7C15)
+    let length = Int(generator.next() % UInt64(maxLength + 1))
+    return (0..<length).map { _ in UInt8(truncatingIfNeeded: generator.next()) }
+}
+
+/// SplitMix64: small, fast, reproducible from its seed.
+struct SeededGenerator: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+func options(segmentSize: Int = 1 << 20, recovery: RecoveryMode = .tornTail, sync: Log.SyncMode = .msync)
+    -> Log.Options
+{
+    Log.Options(segmentSize: segmentSize, createIfMissing: true, recovery: recovery, sync: sync)
+}
+
+/// Every file of a directory with its bytes, for "nothing was modified" checks and copies.
+func snapshot(_ directory: String) throws -> [String: Data] {
+    var files: [String: Data] = [:]
+    for name in try FileManager.default.contentsOfDirectory(atPath: directory) {
+        files[name] = try Data(contentsOf: URL(fileURLWithPath: directory + "/" + name))
+    }
+    return files
+}
+
+/// Writes `files` into a new directory (the inverse of `snapshot`).
+func restore(_ files: [String: Data], into directory: String) throws {
+    try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    for (name, data) in files { try data.write(to: URL(fileURLWithPath: directory + "/" + name)) }
+}
+
+func segmentPath(_ directory: String, id: UInt64 = 1) -> String {
+    directory + "/" + Format.segmentFileName(id: id)
+}
+
+/// Reads every record of a log opened read-only.
+func readAll(_ directory: String) throws -> [Log.Record] {
+    let log = try Log.openReadOnly(directory)
+    defer { try? log.close() }
+    return Array(log.records())
+}
+
+/// Runs `body` expecting a LogError with `code`; returns it.
+@discardableResult
+func expectLogError(_ code: LogError.Code, sourceLocation: SourceLocation = #_sourceLocation, _ body: () throws -> Void)
+    -> LogError?
+{
+    do {
+        try body()
+        Issue.record("expected LogError.\(code), but nothing was thrown", sourceLocation: sourceLocation)
+        return nil
+    } catch let error as LogError {
+        #expect(error.code == code, "got \(error)", sourceLocation: sourceLocation)
+        return error
+    } catch {
+        Issue.record("expected LogError.\(code), got \(error)", sourceLocation: sourceLocation)
+        return nil
+    }
+}
+
+/// Whether this process may mount filesystems (root in a VM or container that allows it).
+let canMountTmpfs: Bool = {
+    guard getuid() == 0 else { return false }
+    let probe = TemporaryDirectory("mount-probe")
+    let mounted = run("/bin/mount", ["-t", "tmpfs", "-o", "size=1m", "tmpfs", probe.path]) == 0
+    if mounted { _ = run("/bin/umount", [probe.path]) }
+    return mounted
+}()
+
+@discardableResult
+func run(_ executable: String, _ arguments: [String]) -> Int32 {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: executable)
+    process.arguments = arguments
+    process.standardOutput = FileHandle.nullDevice
+    process.standardError = FileHandle.nullDevice
+    do { try process.run() } catch { return -1 }
+    process.waitUntilExit()
+    return process.terminationStatus
+}
