@@ -134,6 +134,8 @@ public final class Log: Sendable {
         }
         let create = options.createIfMissing && !readOnly
         try Log.prepareDirectory(directory, create: create)
+        // Refuse a directory that is not a log before creating a lock file in it.
+        _ = try Log.segmentFileNames(directory, create: create)
         lock = readOnly ? nil : try DirectoryLock.acquire(directory: directory)
 
         var segments = try Log.openSegments(directory, create: create, readOnly: readOnly, options: options)
@@ -189,32 +191,8 @@ public final class Log: Sendable {
     private static func openSegments(_ directory: String, create: Bool, readOnly: Bool, options: Options)
         throws(LogError) -> [Segment]
     {
-        var names: [String]
-        do { names = try FileSystem.listDirectory(directory) } catch {
-            throw LogError.system(error, "cannot list the log directory", path: directory)
-        }
-        let temporarySuffix = "." + Format.segmentFileExtension + "." + Format.temporaryFileExtension
-        if !readOnly {
-            // A crash while creating a segment leaves its temporary file; it never held records.
-            let leftovers = names.filter { $0.hasSuffix(temporarySuffix) }
-            for name in leftovers { try? FileSystem.unlink(directory + "/" + name) }
-            names.removeAll { $0.hasSuffix(temporarySuffix) }
-        }
-        let segmentNames = names.compactMap { name in Format.segmentID(fromFileName: name).map { ($0, name) } }
-            .sorted { $0.0 < $1.0 }
-        let others = names.filter {
-            Format.segmentID(fromFileName: $0) == nil && $0 != Format.lockFileName && !$0.hasSuffix(temporarySuffix)
-        }
+        let segmentNames = try segmentFileNames(directory, create: create, removingLeftovers: !readOnly)
         if segmentNames.isEmpty {
-            guard create else {
-                let note = others.isEmpty ? "" : " (it holds \(others.count) other files)"
-                throw LogError(.notALog, "no segment files in the directory\(note)", path: directory)
-            }
-            guard others.isEmpty else {
-                throw LogError(
-                    .notALog, "refusing to create a log in a directory that holds \(others.count) other files",
-                    path: directory)
-            }
             var generator = SystemRandomNumberGenerator()
             let header = SegmentHeader(
                 segmentID: 1, baseLSN: 1, segmentSize: UInt64(options.segmentSize), logID: LogID.random(),
@@ -237,6 +215,37 @@ public final class Log: Sendable {
             segments.append(segment)
         }
         return segments
+    }
+
+    /// The segment files of `directory` as (id, name), oldest first. Empty only when a new log
+    /// may be created there (`create`, and no other files); otherwise no segments is `notALog`.
+    private static func segmentFileNames(_ directory: String, create: Bool, removingLeftovers: Bool = false)
+        throws(LogError) -> [(UInt64, String)]
+    {
+        var names: [String]
+        do { names = try FileSystem.listDirectory(directory) } catch {
+            throw LogError.system(error, "cannot list the log directory", path: directory)
+        }
+        let temporarySuffix = "." + Format.segmentFileExtension + "." + Format.temporaryFileExtension
+        if removingLeftovers {
+            // A crash while creating a segment leaves its temporary file; it never held records.
+            for name in names where name.hasSuffix(temporarySuffix) { try? FileSystem.unlink(directory + "/" + name) }
+        }
+        names.removeAll { $0.hasSuffix(temporarySuffix) }
+        let segmentNames = names.compactMap { name in Format.segmentID(fromFileName: name).map { ($0, name) } }
+            .sorted { $0.0 < $1.0 }
+        guard segmentNames.isEmpty else { return segmentNames }
+        let others = names.filter { $0 != Format.lockFileName }
+        guard create else {
+            let note = others.isEmpty ? "" : " (it holds \(others.count) other files)"
+            throw LogError(.notALog, "no segment files in the directory\(note)", path: directory)
+        }
+        guard others.isEmpty else {
+            throw LogError(
+                .notALog, "refusing to create a log in a directory that holds \(others.count) other files",
+                path: directory)
+        }
+        return []
     }
 
     /// Turns a scan into a report, or refuses according to `mode` (a read-only open never refuses).
