@@ -289,6 +289,19 @@ import Testing
         let again = try Log.open(partial.path, options: options())
         #expect(Array(again.records()) == expected)
         #expect(expected.count == 20)
+
+        // And a crash halfway through zeroing the torn bytes: the first half is zero, the rest
+        // (stale records that validate but claim nothing durable) is still there.
+        let cut = records[20].offset
+        let segmentOne = Format.segmentFileName(id: 1)
+        let tailEnd = records.filter { $0.segment == segmentOne }.last!.offset + 1032
+        let middle = alignDown((cut + tailEnd) / 2, to: 8)
+        damaged[segmentOne]!.replaceSubrange(cut..<middle, with: [UInt8](repeating: 0, count: middle - cut))
+        let halfZeroed = TemporaryDirectory("half")
+        try restore(damaged, into: halfZeroed.path)
+        let third = try Log.open(halfZeroed.path, options: options())
+        #expect(third.recoveryReport.outcome == .tornTail)
+        #expect(Array(third.records()) == expected)
     }
 }
 

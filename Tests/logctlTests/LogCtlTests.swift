@@ -194,6 +194,30 @@ import Testing
         }
     }
 
+    /// Root bypasses permission checks, so this drops to `nobody` with setpriv(1).
+    @Test(.enabled(if: getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv")))
+    func permissionDeniedIsAClearErrorNotACrash() throws {
+        let scratch = Scratch()
+        let directory = scratch.child("log")
+        try makeLog(directory, lines: ["secret"])
+        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: scratch.path)
+        func asNobody(_ arguments: [String]) throws -> Outcome {
+            try logctl(["--reuid=65534", "--regid=65534", "--clear-groups", logctlPath] + arguments, executable: "/usr/bin/setpriv")
+        }
+        // The log directory is writable by root only: a writer cannot take the lock.
+        let append = try asNobody(["append", directory])
+        #expect(append.status == 3, "\(append.stderr)")
+        #expect(append.stderr.contains("permissionDenied"))
+        #expect(append.stderr.contains(directory))
+        // A directory nobody may enter.
+        try FileManager.default.setAttributes([.posixPermissions: 0o700], ofItemAtPath: directory)
+        for command in ["verify", "dump", "stat"] {
+            let result = try asNobody([command, directory])
+            #expect(result.status == 3, "\(command): \(result.stderr)")
+            #expect(result.stderr.contains("Permission denied"))
+        }
+    }
+
     @Test func demoRunsTheMainJobAndVerifies() throws {
         let scratch = Scratch()
         let result = try logctl(["demo", "--dir", scratch.child("demo"), "--rounds", "2", "--seed", "7"])

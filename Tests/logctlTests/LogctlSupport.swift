@@ -17,9 +17,9 @@ struct Outcome {
 }
 
 /// Runs logctl to completion with `input` on stdin.
-func logctl(_ arguments: [String], input: String = "") throws -> Outcome {
+func logctl(_ arguments: [String], input: String = "", executable: String = logctlPath) throws -> Outcome {
     let process = Process()
-    process.executableURL = URL(fileURLWithPath: logctlPath)
+    process.executableURL = URL(fileURLWithPath: executable)
     process.arguments = arguments
     let stdin = Pipe()
     let stdout = Pipe()
