@@ -212,6 +212,11 @@ public final class Log: Sendable {
                     .notALog, "segment belongs to another log (\(segment.header.logID), not \(first.header.logID))",
                     path: segment.path, offset: 40)
             }
+            if let first = segments.first, segment.size != first.size {
+                throw LogError(
+                    .corruption, "segment is \(segment.size) bytes where the log's segments are \(first.size)",
+                    path: segment.path, offset: 32)
+            }
             segments.append(segment)
         }
         return segments
@@ -296,16 +301,14 @@ public final class Log: Sendable {
             droppedRegions: dropped, removedSegments: scan.orphans.map(\.name), lostLSNs: lost)
     }
 
-    /// Carries out a recovery plan, in an order that makes a crash at any step recover to the
-    /// same result: orphan segments go first (they hold no evidence the cut depends on), then
-    /// the torn bytes are zeroed durably, then every kept segment is made durable.
+    /// Carries out a recovery plan. The order keeps a crash at any step recovering to the same
+    /// records: the torn bytes are zeroed first (the cut segment then ends where the cut is, and
+    /// no orphan can chain onto it, since none starts at the cut's LSN), then orphan segments go,
+    /// oldest first (so the strongest evidence, in the newest, goes last), and finally every kept
+    /// record that nothing proves durable is written again and synced.
     private static func apply(_ scan: LogScanner.Result, directory: String) throws(LogError) -> [Segment] {
         var segments = scan.kept.map(\.segment)
         do {
-            if !scan.orphans.isEmpty {
-                for orphan in scan.orphans.reversed() { try FileSystem.unlink(orphan.path) }
-                try FileSystem.syncDirectory(directory)
-            }
             let cut = scan.kept[scan.kept.count - 1]
             let segment = cut.segment
             if scan.tailNonzeroEnd > cut.end {
@@ -322,9 +325,11 @@ public final class Log: Sendable {
                 try FileSystem.syncDirectory(directory)
                 segments[segments.count - 1] = try Segment.open(directory: directory, name: segment.name, writable: true)
             }
-            // Records recovered from the page cache after a process crash are made durable
-            // before anything is acknowledged on top of them.
-            for segment in segments { try segment.descriptor.dataSync() }
+            if !scan.orphans.isEmpty {
+                for orphan in scan.orphans { try FileSystem.unlink(orphan.path) }
+                try FileSystem.syncDirectory(directory)
+            }
+            try makeUnprovenRecordsDurable(scan, segments: segments, directory: directory)
         } catch let error as Errno {
             throw LogError.system(error, "recovery could not repair the log", path: directory)
         } catch let error as LogError {
@@ -333,6 +338,34 @@ public final class Log: Sendable {
             preconditionFailure("unreachable: \(error)")
         }
         return segments
+    }
+
+    /// Records past the last one the log proves durable may exist only in the page cache (a
+    /// process crash), or in pages whose write-back failed and that the kernel then marked clean
+    /// (after an EIO, fdatasync does not write them again). Writing their bytes again re-dirties
+    /// those pages, so the fdatasync that follows really puts them on disk before anything is
+    /// acknowledged on top of them.
+    private static func makeUnprovenRecordsDurable(_ scan: LogScanner.Result, segments: [Segment], directory: String)
+        throws
+    {
+        let firstUnproven = scan.provenDurableLSN + 1
+        for (scanned, segment) in zip(scan.kept, segments) where scanned.end > Format.segmentHeaderSize {
+            let base = segment.header.baseLSN
+            let start: Int
+            if scanned.recordOffsets.isEmpty || firstUnproven <= base {
+                start = Format.segmentHeaderSize
+            } else if firstUnproven <= scanned.lastLSN {
+                start = Int(scanned.recordOffsets[Int(firstUnproven - base)])
+            } else {
+                continue
+            }
+            // Copied out first: pwrite from a mapping of the very pages being written is legal
+            // but needlessly subtle.
+            let bytes = Array(UnsafeRawBufferPointer(rebasing: segment.bytes[start..<scanned.end]))
+            FaultInjection.noteSync(directory: directory, segment: segment.name, bytes: start..<scanned.end)
+            try segment.descriptor.write(bytes, at: start)
+            try segment.descriptor.dataSync()
+        }
     }
 
     // MARK: - Appending

@@ -1,8 +1,9 @@
 /// Read-only analysis of a log's segments: where the valid records end, and whether what lies
 /// past that point is a torn tail or damage to data that was already durable.
 ///
-/// The rule (docs/FORMAT.md, "Recovery"): records are parsed in LSN order until the first
-/// position that is not a valid record (the cut). Every valid record found past the cut, and
+/// The rule (docs/FORMAT.md §8): records are parsed in LSN order until the first position
+/// that is not a valid record and is not followed by a segment starting at the expected LSN
+/// (the cut). Every valid record found past the cut, and
 /// every later segment header, states an LSN that was durable when it was written. If any of
 /// them states an LSN ≥ the LSN expected at the cut, the record at the cut was durable and
 /// its loss is corruption; otherwise nothing past the cut was ever acknowledged: a torn tail.
@@ -63,7 +64,13 @@ struct LogScanner {
             let (scanned, invalidReason) = parse(segment, expected: &expected)
             kept.append(scanned)
             let next = index + 1 < segments.count ? segments[index + 1] : nil
-            if invalidReason == nil, let next, next.header.baseLSN == expected { continue }
+            // When the next segment starts at the expected LSN, every record this segment can
+            // hold was found: the writer rolled before writing the next one here, so bytes after
+            // the end (stray or missing) belong to no record.
+            if let next, next.header.baseLSN == expected { continue }
+            // Segment files are created at full size and never shrink (FORMAT.md §7), so a short
+            // file is damage from outside: whatever it held past its end may have been durable.
+            let truncated = segment.readableLength < segment.size
 
             var evidence = scanEvidence(segment, from: scanned.end, minLSN: expected)
             let tailNonzeroEnd = max(evidence.nonzeroEnd, scanned.end)
@@ -76,7 +83,10 @@ struct LogScanner {
                 orphanExtents.append(found.nonzeroEnd)
             }
             let reason: String?
-            if let invalidReason {
+            if truncated {
+                reason = "segment file is \(segment.readableLength) bytes, not \(segment.size): truncated"
+                    + (invalidReason.map { " (\($0))" } ?? "")
+            } else if let invalidReason {
                 reason = invalidReason
             } else if let next {
                 reason = "segment \(next.name) starts at LSN \(next.header.baseLSN) where \(expected) was expected"
@@ -92,7 +102,7 @@ struct LogScanner {
                 tailNonzeroEnd: tailNonzeroEnd, evidence: evidence,
                 provenDurableLSN: provenDurable(kept, nextLSN: expected))
             if let reason {
-                result.outcome = evidence.durableLSN >= expected ? .corruption : .tornTail
+                result.outcome = truncated || evidence.durableLSN >= expected ? .corruption : .tornTail
                 result.damage = Damage(
                     segment: segment.name, offset: UInt64(scanned.end), lsn: expected, reason: reason)
             }

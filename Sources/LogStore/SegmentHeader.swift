@@ -42,17 +42,19 @@ struct SegmentHeader: Equatable, Sendable {
                 "segment file is \(bytes.count) bytes, shorter than its \(Format.segmentHeaderSize)-byte header",
                 path: path, offset: UInt64(bytes.count))
         }
-        let version = load(8, UInt32.self)
-        guard version <= Format.version else {
-            throw LogError(
-                .unsupportedVersion,
-                "segment format version \(version) is newer than this build supports (\(Format.version))",
-                path: path, offset: 8)
-        }
+        // Every version keeps the magic, the version at 8 and a CRC of bytes 0..<76 at 76, so
+        // the CRC is checked first: a damaged version field is corruption, not a newer format.
         let storedCRC = load(Format.segmentHeaderCRCOffset, UInt32.self)
         let crc = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: bytes[0..<Format.segmentHeaderCRCOffset]))
-        guard version == Format.version, storedCRC == crc else {
+        guard storedCRC == crc else {
             throw LogError(.corruption, "segment header checksum mismatch", path: path, offset: 0)
+        }
+        let version = load(8, UInt32.self)
+        guard version == Format.version else {
+            throw LogError(
+                .unsupportedVersion,
+                "segment format version \(version) is not supported by this build (version \(Format.version))",
+                path: path, offset: 8)
         }
         let header = SegmentHeader(
             segmentID: load(16, UInt64.self), baseLSN: load(24, UInt64.self), segmentSize: load(32, UInt64.self),

@@ -15,6 +15,10 @@ import Testing
         return try readAll(directory)
     }
 
+    /// A segment file is created at full size and never shrinks, so a short one was damaged from
+    /// outside and whatever it lost may have been durable: every reader sees exactly the complete
+    /// records before the cut, the default writer refuses with the offset, and point-in-time
+    /// recovery keeps exactly those records, regrows the file and carries on.
     @Test func truncationAtEveryByteKeepsExactlyTheCompleteRecordsBeforeTheCut() throws {
         let source = TemporaryDirectory()
         let records = try Self.committedLog(source.path, count: 40)
@@ -29,15 +33,19 @@ import Testing
             files[segmentName] = segmentBytes.prefix(cut)
             try restore(files, into: work.path)
             let complete = records.filter { $0.offset + 32 + $0.payload.count <= cut }
-            // Read-only: shows exactly the complete records and changes nothing.
+            // Read-only: shows exactly the complete records, reports the truncation, changes nothing.
             let reader = try Log.openReadOnly(work.path)
             #expect(reader.writtenLSN == LSN(complete.count), "cut at \(cut)")
             #expect(Array(reader.records()) == complete, "cut at \(cut)")
+            #expect(reader.recoveryReport.outcome == .corruption, "cut at \(cut)")
+            #expect(reader.recoveryReport.damage?.reason.contains("truncated") == true)
             try reader.close()
-            // A writer (on a sample of cuts, it fsyncs): same records, regrown file, appends go on.
+            #expect(try snapshot(work.path) == files)
+            // Writers (on a sample of cuts: they fsync).
             guard cut % 5 == 0 || cut == lastEnd else { continue }
-            let writer = try Log.open(work.path, options: options())
-            #expect(writer.recoveryReport.outcome != .corruption, "cut at \(cut)")
+            let refused = expectLogError(.corruption) { _ = try Log.open(work.path, options: options()) }
+            #expect(refused?.offset == UInt64(complete.last.map { $0.offset + Format.recordFootprint(payloadLength: $0.payload.count) } ?? 4096))
+            let writer = try Log.open(work.path, options: options(recovery: .pointInTime))
             #expect(Array(writer.records()) == complete, "cut at \(cut)")
             let next = try writer.appendAndCommit(Array("after cut".utf8))
             #expect(next == LSN(complete.count + 1))
@@ -45,7 +53,49 @@ import Testing
             let attributes = try FileManager.default.attributesOfItem(atPath: segmentPath(work.path))
             #expect(attributes[.size] as? Int == 1 << 20, "a truncated segment is regrown")
             #expect(try readAll(work.path).map(\.payload) == complete.map(\.payload) + [Array("after cut".utf8)])
+            #expect(try Log.openReadOnly(work.path).recoveryReport.outcome == .clean)
         }
+    }
+
+    @Test func strayBytesAfterTheEndOfASealedSegmentLoseNothing() throws {
+        let source = TemporaryDirectory()
+        let log = try Log.open(source.path, options: options())
+        var index = 0
+        while log.segments.count < 2 { try log.appendAndCommit(payload(index, maxLength: 3000)); index += 1 }
+        let first = log.segments[0]
+        try log.close()
+        var files = try snapshot(source.path)
+        files[first.name]![first.bytesUsed + 3] = 0x77
+        let work = TemporaryDirectory("stray")
+        try restore(files, into: work.path)
+        let reopened = try Log.open(work.path, options: options())
+        #expect(reopened.recoveryReport.outcome == .clean)
+        #expect(reopened.writtenLSN == LSN(index))
+        try reopened.close()
+    }
+
+    @Test func recoveryRewritesAndSyncsOnlyRecordsNothingProvesDurable() throws {
+        let source = TemporaryDirectory()
+        let log = try Log.open(source.path, options: options())
+        for index in 0..<20 { try log.append(payload(index)) }
+        try log.commit()
+        for index in 20..<30 { try log.appendAndCommit(payload(index)) }
+        for index in 30..<40 { try log.append(payload(index)) }
+        let records = Array(log.records())
+        let end = log.segments[0].bytesUsed
+        _ = consume log
+        // The uncommitted records 31...40 claim 30 durable; nothing vouches for them.
+        FaultInjection.observeSyncs(directory: source.path)
+        defer { FaultInjection.disarm(directory: source.path) }
+        let reopened = try Log.open(source.path, options: options())
+        let rewrites = FaultInjection.recordedSyncs(directory: source.path)
+        #expect(rewrites.map(\.bytes) == [records[30].offset..<end])
+        #expect(reopened.durableLSN == 40)
+        try reopened.close()
+        // After a clean close the close marker proves everything: nothing is rewritten.
+        FaultInjection.observeSyncs(directory: source.path)
+        try Log.open(source.path, options: options()).close()
+        #expect(FaultInjection.recordedSyncs(directory: source.path).filter { $0.bytes.lowerBound < end }.isEmpty)
     }
 
     /// Builds a log with `committed` durable records and `uncommitted` more after them that
@@ -267,7 +317,7 @@ import Testing
         #expect(error?.path == work.path + "/" + victim.segment)
     }
 
-    @Test func recoveryIsIdempotentWhenInterruptedAfterRemovingOrphans() throws {
+    @Test func recoveryIsIdempotentWhenInterruptedMidway() throws {
         // Simulates a crash in the middle of applying recovery: orphan segments are gone but
         // the torn bytes were not yet zeroed. Recovering again gives the same result.
         let source = TemporaryDirectory()

@@ -341,7 +341,8 @@ import Testing
             ("random bytes", { data in data = Data((0..<8192).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ 7) }) }, .notALog),
             ("empty file", { data in data = Data() }, .corruption),
             ("shorter than its header", { data in data = data.prefix(1000) }, .corruption),
-            ("future version", { data in data[8] = 9 }, .unsupportedVersion),
+            ("future version", { data in data[8] = 9; resealHeader(&data) }, .unsupportedVersion),
+            ("damaged version", { data in data[8] = 9 }, .corruption),
             ("header checksum", { data in data[30] ^= 1 }, .corruption),
         ]
         for (label, damage, code) in cases {
@@ -357,6 +358,22 @@ import Testing
             #expect(readError?.path == path, "\(label)")
             expectLogError(code) { _ = try Log.open(directory.path, options: options()) }
         }
+    }
+
+    @Test func segmentsOfDifferentSizesAreRejected() throws {
+        let directory = TemporaryDirectory()
+        let log = try Log.open(directory.path, options: options())
+        var index = 0
+        while log.segments.count < 2 { try log.appendAndCommit(payload(index, maxLength: 4000)); index += 1 }
+        try log.close()
+        let path = segmentPath(directory.path, id: 2)
+        var data = try Data(contentsOf: URL(fileURLWithPath: path))
+        data[34] = 0x20  // 2 MiB where the log's segments are 1 MiB
+        resealHeader(&data)
+        try data.write(to: URL(fileURLWithPath: path))
+        let error = expectLogError(.corruption) { _ = try Log.open(directory.path, options: options()) }
+        #expect(error?.path == path)
+        expectLogError(.corruption) { _ = try Log.openReadOnly(directory.path) }
     }
 
     @Test func recordLengthPointingPastTheEndOfTheFileIsHandled() throws {

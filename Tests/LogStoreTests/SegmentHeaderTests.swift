@@ -45,7 +45,14 @@ import Testing
     @Test func futureVersionIsUnsupported() {
         var bytes = encoded()
         bytes[8] = 2
+        resealHeader(&bytes)
         expectLogError(.unsupportedVersion) { _ = try decode(bytes) }
+    }
+
+    @Test func damagedVersionFieldIsCorruptionNotANewerFormat() {
+        var bytes = encoded()
+        bytes[9] ^= 0x04
+        expectLogError(.corruption) { _ = try decode(bytes) }
     }
 
     @Test func everyHeaderBitFlipIsDetected() {

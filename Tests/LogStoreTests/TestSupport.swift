@@ -110,3 +110,15 @@ func run(_ executable: String, _ arguments: [String]) -> Int32 {
     process.waitUntilExit()
     return process.terminationStatus
 }
+
+/// Recomputes a segment header's CRC after a test changed its fields on purpose.
+func resealHeader(_ bytes: inout [UInt8]) {
+    let crc = bytes.withUnsafeBytes { CRC32C.checksum(UnsafeRawBufferPointer(rebasing: $0[0..<76])) }
+    withUnsafeBytes(of: crc.littleEndian) { bytes.replaceSubrange(76..<80, with: $0) }
+}
+
+func resealHeader(_ data: inout Data) {
+    var bytes = Array(data.prefix(4096))
+    resealHeader(&bytes)
+    data.replaceSubrange(0..<4096, with: bytes)
+}
