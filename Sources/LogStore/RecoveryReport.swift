@@ -1,6 +1,7 @@
 /// What recovery does when valid records stop before the end of the log.
 public enum RecoveryMode: String, Sendable, CaseIterable {
-    /// Any byte past the last valid record that is not zero is an error; nothing is changed.
+    /// Any byte past the last valid record that is not zero is an error: the open fails before
+    /// recovery changes anything (leftover `*.seg.tmp` files excepted).
     case strict
     /// Drop a torn tail (bytes no acknowledged record lives in) quietly; refuse to open
     /// on damage to durable data. The default.
@@ -12,7 +13,7 @@ public enum RecoveryMode: String, Sendable, CaseIterable {
 /// What recovery found and, for a writer, what it changed.
 public struct RecoveryReport: Sendable, Equatable {
     public enum Outcome: String, Sendable {
-        /// Every byte past the last record is zero.
+        /// The log ends where its last record ends: nothing past it in the last segment.
         case clean
         /// Bytes past the last valid record were never acknowledged; dropped quietly.
         case tornTail = "torn-tail"
@@ -43,7 +44,8 @@ public struct RecoveryReport: Sendable, Equatable {
     public var droppedRegions: [DroppedRegion]
     /// Segment files after the cut, deleted (or, read-only, to be deleted).
     public var removedSegments: [String]
-    /// LSNs that were durable and are lost: set only for `.pointInTime` after corruption.
+    /// After corruption: the LSNs past the damage, from the first one (which was durable) to
+    /// the highest LSN or durable claim found past it. A point-in-time writer drops them.
     public var lostLSNs: ClosedRange<LSN>?
 
     public var recordsKept: UInt64 { lastLSN + 1 - firstLSN }
