@@ -1,0 +1,454 @@
+// LogStoreMeasure: every comparison in BENCHMARKS.md, in one process, on one disk.
+//
+//   swift run -c release LogStoreMeasure [--reps 5] [--records 5000] [--bulk 1000000]
+//       [--crc-bytes 4294967296] [--dir /tmp] [--only serial,bulk,crc,prealloc,folio,recovery]
+//
+// Each repetition runs every variant of a section back to back, in an order that rotates from
+// one repetition to the next, so that slow phases of a shared, noisy machine hit all variants
+// alike. The summary reports, per variant, the median over the repetitions of each figure.
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import BenchSupport
+import LogStore
+
+/// print, flushed at once (progress stays visible through a pipe to tee).
+func say(_ line: String) {
+    Swift.print(line)
+    fflush(nil)
+}
+
+// MARK: - Arguments
+
+struct Settings {
+    var reps = 5
+    var records = 5_000
+    var bulk = 1_000_000
+    var crcBytes = 4 << 30
+    var dir = "/tmp"
+    var sections: Set<String> = ["serial", "bulk", "crc", "prealloc", "folio", "recovery"]
+}
+
+nonisolated(unsafe) var settings = Settings()  // written once, before anything runs
+do {
+    var args = CommandLine.arguments.dropFirst()
+    func value(_ flag: String) -> String {
+        guard let v = args.popFirst() else { fatalError("\(flag) needs a value") }
+        return v
+    }
+    while let arg = args.popFirst() {
+        switch arg {
+        case "--reps": settings.reps = Int(value(arg))!
+        case "--records": settings.records = Int(value(arg))!
+        case "--bulk": settings.bulk = Int(value(arg))!
+        case "--crc-bytes": settings.crcBytes = Int(value(arg))!
+        case "--dir": settings.dir = value(arg)
+        case "--only": settings.sections = Set(value(arg).split(separator: ",").map(String.init))
+        case "-h", "--help":
+            say("usage: LogStoreMeasure [--reps N] [--records N] [--bulk N] [--crc-bytes N] [--dir PATH] "
+                + "[--only serial,bulk,crc,prealloc,folio,recovery]")
+            exit(0)
+        default: fatalError("unknown argument \(arg)")
+        }
+    }
+}
+
+let payload = Bench.payload(128)
+let device = DeviceWriteCounter(path: settings.dir)
+
+// MARK: - Formatting
+
+func fmt(_ value: Double, _ decimals: Int = 1) -> String {
+    guard value.isFinite else { return "n/a" }
+    var s = String(Int((abs(value) * pow(10, Double(decimals))).rounded()))
+    if decimals > 0 {
+        while s.count <= decimals { s = "0" + s }
+        s.insert(".", at: s.index(s.endIndex, offsetBy: -decimals))
+    }
+    return value < 0 ? "-" + s : s
+}
+
+func grouped(_ value: Double) -> String {
+    guard value.isFinite else { return "n/a" }
+    let digits = String(Int(value.rounded()))
+    var out = ""
+    for (i, c) in digits.reversed().enumerated() {
+        if i > 0 && i % 3 == 0 { out.append(",") }
+        out.append(c)
+    }
+    return String(out.reversed())
+}
+
+func us(_ ns: UInt64) -> Double { Double(ns) / 1_000 }
+func ms(_ ns: UInt64) -> Double { Double(ns) / 1_000_000 }
+
+func rotated<T>(_ items: [T], by n: Int) -> [T] {
+    let k = n % items.count
+    return Array(items[k...] + items[..<k])
+}
+
+// MARK: - Durable serial
+
+/// One durable-serial run: records/s, per-record latency percentiles (µs), and the bytes the
+/// disk wrote per record while it ran (device-wide).
+struct SerialResult {
+    var recordsPerSecond: Double
+    var p50: Double
+    var p99: Double
+    var max: Double
+    var kibPerRecord: Double
+}
+
+func summarize(latencies: [UInt64], total: UInt64, deviceBytes: UInt64?) -> SerialResult {
+    let sorted = latencies.sorted()
+    return SerialResult(
+        recordsPerSecond: Double(latencies.count) / (Double(total) / 1e9),
+        p50: us(Bench.percentile(sorted, 0.50)), p99: us(Bench.percentile(sorted, 0.99)), max: us(sorted.last!),
+        kibPerRecord: deviceBytes.map { Double($0) / 1024 / Double(latencies.count) } ?? .nan)
+}
+
+/// append(128 B) + commit, `count` times, on a fresh log (creating it is not timed). The
+/// latency of one record is append + commit, like the raw loop's pwrite + fdatasync.
+func runDurableSerial(sync: Log.SyncMode, preallocation: Preallocation, count: Int) throws -> SerialResult {
+    let dir = Bench.makeTemporaryDirectory("logstore-measure-serial", base: settings.dir)
+    defer { Bench.removeDirectory(dir) }
+    let log = try Log.open(dir, options: Log.Options(createIfMissing: true, sync: sync, preallocation: preallocation))
+    var latencies = [UInt64](repeating: 0, count: count)
+    let written = device.bytesWritten()
+    let start = Bench.now()
+    try payload.withUnsafeBytes { bytes in
+        for i in 0..<count {
+            let t0 = Bench.now()
+            try log.append(bytes)
+            try log.commit()
+            latencies[i] = Bench.now() - t0
+        }
+    }
+    let total = Bench.now() - start
+    let deviceBytes = device.bytesWritten().flatMap { end in written.map { end - $0 } }
+    try log.close()
+    return summarize(latencies: latencies, total: total, deviceBytes: deviceBytes)
+}
+
+/// pwrite(128 B) + fdatasync, `count` times, on a preallocated, zero-filled, fsync'd 64 MiB file.
+func runRaw(count: Int) -> SerialResult {
+    let dir = Bench.makeTemporaryDirectory("logstore-measure-raw", base: settings.dir)
+    defer { Bench.removeDirectory(dir) }
+    let raw = RawSyncFile(directory: dir)
+    defer { raw.close() }
+    var latencies = [UInt64](repeating: 0, count: count)
+    let written = device.bytesWritten()
+    let start = Bench.now()
+    payload.withUnsafeBytes { bytes in
+        for i in 0..<count {
+            let t0 = Bench.now()
+            raw.writeAndSync(bytes)
+            latencies[i] = Bench.now() - t0
+        }
+    }
+    let total = Bench.now() - start
+    let deviceBytes = device.bytesWritten().flatMap { end in written.map { end - $0 } }
+    return summarize(latencies: latencies, total: total, deviceBytes: deviceBytes)
+}
+
+// MARK: - Bulk
+
+struct BulkResult {
+    var append: Double
+    var total: Double
+    var commitMS: Double
+}
+
+/// `count` appends then one commit on a fresh log (creating it is not timed).
+func runBulk(count: Int, segmentSize: Int, preallocation: Preallocation) throws -> BulkResult {
+    let dir = Bench.makeTemporaryDirectory("logstore-measure-bulk", base: settings.dir)
+    defer { Bench.removeDirectory(dir) }
+    let log = try Log.open(
+        dir, options: Log.Options(segmentSize: segmentSize, createIfMissing: true, sync: .msync,
+                                  preallocation: preallocation))
+    let start = Bench.now()
+    try payload.withUnsafeBytes { bytes in
+        for _ in 0..<count { try log.append(bytes) }
+    }
+    let appended = Bench.now()
+    try log.commit()
+    let committed = Bench.now()
+    try log.close()
+    return BulkResult(
+        append: Double(count) / (Double(appended - start) / 1e9),
+        total: Double(count) / (Double(committed - start) / 1e9), commitMS: ms(committed - appended))
+}
+
+// MARK: - Page-cache folio diagnostic
+
+/// No LogStore here: a 64 MiB file prepared one way, then `count` x (memcpy 160 B into a shared
+/// mapping + msync of the touched pages) — what a LogStore msync commit does. Shows how the
+/// way a file was zero-filled decides how much every later msync writes.
+func runMappedSync(zeroChunk: Int?, dropCache: Bool, count: Int) -> SerialResult {
+    let dir = Bench.makeTemporaryDirectory("logstore-measure-folio", base: settings.dir)
+    defer { Bench.removeDirectory(dir) }
+    let size = 64 << 20
+    let path = dir + "/file"
+    let fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+    precondition(fd >= 0)
+    defer { close(fd) }
+    precondition(posix_fallocate(fd, 0, off_t(size)) == 0)
+    if let zeroChunk {
+        let zeros = [UInt8](repeating: 0, count: zeroChunk)
+        zeros.withUnsafeBytes { z in
+            var offset = 0
+            while offset < size {
+                precondition(pwrite(fd, z.baseAddress, zeroChunk, off_t(offset)) == zeroChunk)
+                offset += zeroChunk
+            }
+        }
+    }
+    precondition(fsync(fd) == 0)
+    if dropCache { _ = posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) }
+    let base = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)!
+    precondition(base != MAP_FAILED)
+    defer { munmap(base, size) }
+    let record = Bench.payload(160)
+    var latencies = [UInt64](repeating: 0, count: count)
+    var offset = 4096
+    let written = device.bytesWritten()
+    let start = Bench.now()
+    record.withUnsafeBytes { r in
+        for i in 0..<count {
+            let t0 = Bench.now()
+            (base + offset).copyMemory(from: r.baseAddress!, byteCount: r.count)
+            let first = offset & ~4095
+            let end = (offset + r.count + 4095) & ~4095
+            precondition(msync(base + first, end - first, MS_SYNC) == 0)
+            latencies[i] = Bench.now() - t0
+            offset += r.count
+        }
+    }
+    let total = Bench.now() - start
+    let deviceBytes = device.bytesWritten().flatMap { end in written.map { end - $0 } }
+    return summarize(latencies: latencies, total: total, deviceBytes: deviceBytes)
+}
+
+// MARK: - Run
+
+func machineLine() -> String {
+    var u = utsname()
+    uname(&u)
+    let release = withUnsafeBytes(of: u.release) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
+    return "cpus online: \(sysconf(Int32(_SC_NPROCESSORS_ONLN))), kernel \(release), dir \(settings.dir) "
+        + "(device stats: \(device.statPath ?? "none")), CRC32C hardware: \(CRC32C.isHardwareAccelerated)"
+}
+
+say("LogStoreMeasure: \(settings.reps) repetitions; \(machineLine())")
+var summary: [String] = []
+
+func serialLine(_ label: String, _ r: SerialResult) -> String {
+    "\(label): \(grouped(r.recordsPerSecond)) records/s, p50 \(fmt(r.p50)) µs, p99 \(fmt(r.p99)) µs, "
+        + "max \(fmt(r.max)) µs, \(fmt(r.kibPerRecord)) KiB written/record"
+}
+
+// (a) + (b) + (e, latency part): durable serial vs raw.
+if settings.sections.contains("serial") {
+    say("\n== durable serial, \(settings.records) x 128 B, one append + commit per record ==")
+    let raw = "raw pwrite+fdatasync (zero-filled file)"
+    let variants: [(String, Log.SyncMode?, Preallocation)] = [
+        (raw, nil, .zeroFill),
+        ("LogStore msync, zero-fill (default)", .msync, .zeroFill),
+        ("LogStore fdatasync, zero-fill", .fdatasync, .zeroFill),
+        ("LogStore msync, fallocate", .msync, .fallocate),
+        ("LogStore fdatasync, fallocate", .fdatasync, .fallocate),
+    ]
+    var results: [String: [SerialResult]] = [:]
+    for rep in 0..<settings.reps {
+        for (label, sync, preallocation) in rotated(variants, by: rep) {
+            let r = try sync.map { try runDurableSerial(sync: $0, preallocation: preallocation, count: settings.records) }
+                ?? runRaw(count: settings.records)
+            results[label, default: []].append(r)
+            say(serialLine("rep \(rep + 1) \(label)", r))
+        }
+    }
+    summary.append("Durable serial: \(settings.records) records of 128 B, one append + commit each (latency = append + commit).")
+    summary.append("")
+    summary.append("| Variant | records/s | p50 µs | p99 µs | KiB written per record | records/s ratio to raw |")
+    summary.append("|---|---:|---:|---:|---:|---:|")
+    let rawRates = results[raw]!.map(\.recordsPerSecond)
+    for (label, _, _) in variants {
+        let rs = results[label]!
+        let ratios = zip(rs, rawRates).map { $0.recordsPerSecond / $1 }
+        summary.append("| \(label) | \(grouped(Bench.median(rs.map(\.recordsPerSecond)))) | "
+            + "\(fmt(Bench.median(rs.map(\.p50)))) | \(fmt(Bench.median(rs.map(\.p99)))) | "
+            + "\(fmt(Bench.median(rs.map(\.kibPerRecord)))) | \(fmt(Bench.median(ratios), 2))x |")
+    }
+    summary.append("")
+    for (label, _, _) in variants.dropFirst() {
+        let ratios = zip(results[label]!, rawRates).map { $0.recordsPerSecond / $1 }
+        summary.append("- \(label) / raw, per repetition: " + ratios.map { fmt($0, 2) }.joined(separator: ", "))
+    }
+    summary.append("")
+}
+
+// (c): bulk.
+if settings.sections.contains("bulk") {
+    say("\n== bulk: \(grouped(Double(settings.bulk))) x 128 B appends, then one commit (msync) ==")
+    let variants: [(String, Int, Preallocation)] = [
+        ("64 MiB segments, zero-fill (default; 2 rolls inline)", 64 << 20, .zeroFill),
+        ("256 MiB segment, zero-fill (no roll)", 256 << 20, .zeroFill),
+        ("64 MiB segments, fallocate (2 rolls inline)", 64 << 20, .fallocate),
+    ]
+    var results: [String: [BulkResult]] = [:]
+    for rep in 0..<settings.reps {
+        for (label, size, preallocation) in rotated(variants, by: rep) {
+            let r = try runBulk(count: settings.bulk, segmentSize: size, preallocation: preallocation)
+            results[label, default: []].append(r)
+            say("rep \(rep + 1) \(label): appends \(grouped(r.append)) records/s, append+commit "
+                + "\(grouped(r.total)) records/s, commit \(fmt(r.commitMS)) ms")
+        }
+    }
+    summary.append("Bulk: \(grouped(Double(settings.bulk))) appends of 128 B, then one msync commit.")
+    summary.append("")
+    summary.append("| Variant | append only, records/s | append + commit, records/s | commit ms |")
+    summary.append("|---|---:|---:|---:|")
+    for (label, _, _) in variants {
+        let rs = results[label]!
+        summary.append("| \(label) | \(grouped(Bench.median(rs.map(\.append)))) | "
+            + "\(grouped(Bench.median(rs.map(\.total)))) | \(fmt(Bench.median(rs.map(\.commitMS)))) |")
+    }
+    summary.append("")
+}
+
+// (d): CRC32C.
+if settings.sections.contains("crc") {
+    say("\n== CRC32C, 64 KiB buffers, \(settings.crcBytes >> 20) MiB per repetition ==")
+    let buffer = Bench.randomBytes(64 << 10)
+    var hardware: [Double] = []
+    var portable: [Double] = []
+    var sink: UInt32 = 0
+    buffer.withUnsafeBytes { bytes in
+        for _ in 0..<1_000 { sink &+= CRC32C.checksum(bytes) }
+        let iterations = max(settings.crcBytes / bytes.count, 1)
+        for rep in 0..<settings.reps {
+            var t0 = Bench.now()
+            for _ in 0..<iterations { sink &+= CRC32C.checksum(bytes) }
+            var elapsed = Bench.now() - t0
+            hardware.append(Double(iterations * bytes.count) / Double(elapsed))
+            let portableIterations = max(iterations / 16, 1)
+            t0 = Bench.now()
+            for _ in 0..<portableIterations { sink &+= CRC32C.portableChecksum(bytes) }
+            elapsed = Bench.now() - t0
+            portable.append(Double(portableIterations * bytes.count) / Double(elapsed))
+            say("rep \(rep + 1): CRC32C.checksum \(fmt(hardware.last!, 2)) GB/s, "
+                + "portableChecksum \(fmt(portable.last!, 2)) GB/s")
+        }
+    }
+    say("(checksum sink \(sink))")
+    summary.append("| CRC32C over 64 KiB buffers | GB/s (10^9 B/s) |")
+    summary.append("|---|---:|")
+    summary.append("| CRC32C.checksum (SSE4.2: \(CRC32C.isHardwareAccelerated)) | \(fmt(Bench.median(hardware), 2)) |")
+    summary.append("| CRC32C.portableChecksum (slicing-by-8 table) | \(fmt(Bench.median(portable), 2)) |")
+    summary.append("")
+}
+
+// (e): preallocation: the cost of creating a 64 MiB segment each way.
+if settings.sections.contains("prealloc") {
+    say("\n== preallocation: creating a 64 MiB segment ==")
+    let modes: [Preallocation] = [.zeroFill, .fallocate]
+    var openNew: [Preallocation: [Double]] = [:]
+    var rawCreate: [Preallocation: [Double]] = [:]
+    for rep in 0..<settings.reps {
+        for mode in rotated(modes, by: rep) {
+            // Log.open of a new log: directory, lock, Segment.create, map, recovery scan, close.
+            let dir = Bench.makeTemporaryDirectory("logstore-measure-create", base: settings.dir)
+            let t0 = Bench.now()
+            let log = try Log.open(dir, options: Log.Options(createIfMissing: true, preallocation: mode))
+            let opened = Bench.now() - t0
+            try log.close()
+            Bench.removeDirectory(dir)
+            openNew[mode, default: []].append(ms(opened))
+
+            // The steps of Segment.create alone, with raw system calls.
+            let dir2 = Bench.makeTemporaryDirectory("logstore-measure-create-raw", base: settings.dir)
+            let created = Bench.createSegmentLikeFile(
+                directory: dir2, name: "00000000000000000001.seg", size: 64 << 20, zeroFill: mode == .zeroFill)
+            Bench.removeDirectory(dir2)
+            rawCreate[mode, default: []].append(ms(created))
+            say("rep \(rep + 1) \(mode.rawValue): Log.open of a new log \(fmt(ms(opened))) ms; "
+                + "segment-create system calls \(fmt(ms(created))) ms")
+        }
+    }
+    summary.append("| Preallocation | Log.open creating a new log, ms | Segment.create's system calls alone, ms |")
+    summary.append("|---|---:|---:|")
+    for mode in modes {
+        summary.append("| \(mode.rawValue) | \(fmt(Bench.median(openNew[mode]!))) | \(fmt(Bench.median(rawCreate[mode]!))) |")
+    }
+    summary.append("")
+}
+
+// Diagnostic for (e): mmap + msync cost against how the file was filled.
+if settings.sections.contains("folio") {
+    let count = max(settings.records / 5, 200)
+    say("\n== diagnostic: mmap write + msync on a 64 MiB file, by how it was filled (\(count) records of 160 B) ==")
+    let variants: [(String, Int?, Bool)] = [
+        ("fallocate only (unwritten extents)", nil, false),
+        ("zero-filled in 4 KiB pwrites", 4 << 10, false),
+        ("zero-filled in 64 KiB pwrites", 64 << 10, false),
+        ("zero-filled in 1 MiB pwrites (what Segment.create does)", 1 << 20, false),
+        ("zero-filled in 1 MiB pwrites, then POSIX_FADV_DONTNEED", 1 << 20, true),
+    ]
+    var results: [String: [SerialResult]] = [:]
+    for rep in 0..<settings.reps {
+        for (label, chunk, drop) in rotated(variants, by: rep) {
+            let r = runMappedSync(zeroChunk: chunk, dropCache: drop, count: count)
+            results[label, default: []].append(r)
+            say(serialLine("rep \(rep + 1) \(label)", r))
+        }
+    }
+    summary.append("| File prepared by (then fsync) | memcpy + msync p50 µs | p99 µs | KiB written per msync |")
+    summary.append("|---|---:|---:|---:|")
+    for (label, _, _) in variants {
+        let rs = results[label]!
+        summary.append("| \(label) | \(fmt(Bench.median(rs.map(\.p50)))) | \(fmt(Bench.median(rs.map(\.p99)))) | "
+            + "\(fmt(Bench.median(rs.map(\.kibPerRecord)))) |")
+    }
+    summary.append("")
+}
+
+// Recovery: reopening a cleanly closed log of 100,000 records of 128 B (one 64 MiB segment).
+if settings.sections.contains("recovery") {
+    say("\n== recovery: open a closed log of 100,000 x 128 B records ==")
+    let dir = Bench.makeTemporaryDirectory("logstore-measure-recovery", base: settings.dir)
+    defer { Bench.removeDirectory(dir) }
+    do {
+        let log = try Log.open(dir, options: Log.Options(createIfMissing: true))
+        try payload.withUnsafeBytes { bytes in
+            for _ in 0..<100_000 { try log.append(bytes) }
+        }
+        try log.close()
+    }
+    var writer: [Double] = []
+    var reader: [Double] = []
+    for rep in 0..<settings.reps {
+        for _ in 0..<3 {
+            var t0 = Bench.now()
+            let log = try Log.open(dir)
+            writer.append(ms(Bench.now() - t0))
+            precondition(log.writtenLSN == 100_000)
+            try log.close()
+            t0 = Bench.now()
+            let readOnly = try Log.openReadOnly(dir)
+            reader.append(ms(Bench.now() - t0))
+            try readOnly.close()
+        }
+        say("rep \(rep + 1): Log.open \(writer.suffix(3).map { fmt($0, 2) }.joined(separator: ", ")) ms; "
+            + "Log.openReadOnly \(reader.suffix(3).map { fmt($0, 2) }.joined(separator: ", ")) ms")
+    }
+    summary.append("| Open a closed log of 100,000 records (one 64 MiB segment) | ms (median of \(writer.count)) |")
+    summary.append("|---|---:|")
+    summary.append("| Log.open (writer: scan, recovery, lock) | \(fmt(Bench.median(writer), 2)) |")
+    summary.append("| Log.openReadOnly | \(fmt(Bench.median(reader), 2)) |")
+    summary.append("")
+}
+
+say("\n== medians over \(settings.reps) repetitions ==\n")
+for line in summary { say(line) }
