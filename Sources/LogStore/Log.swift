@@ -21,11 +21,11 @@ public final class Log: Sendable {
         public var createIfMissing = false
         public var recovery: RecoveryMode = .tornTail
         public var sync: SyncMode = .msync
-        public var preallocation: Preallocation = .zeroFill
+        public var preallocation: Preallocation = .fallocate
 
         public init(
             segmentSize: Int = 64 << 20, createIfMissing: Bool = false, recovery: RecoveryMode = .tornTail,
-            sync: SyncMode = .msync, preallocation: Preallocation = .zeroFill
+            sync: SyncMode = .msync, preallocation: Preallocation = .fallocate
         ) {
             self.segmentSize = segmentSize
             self.createIfMissing = createIfMissing
@@ -104,7 +104,7 @@ public final class Log: Sendable {
     private let lock: DirectoryLock?
     private let state: Mutex<State>
     /// Held for the whole of a sync so that `durableLSN` only moves in order.
-    private let commitSerializer = Mutex<Void>(())
+    private let commitSerializer = Mutex<[(segment: Segment, bytes: Range<Int>)]>([])
 
     /// Opens (or with `createIfMissing`, creates) the log in `directory` as its only writer,
     /// running recovery first.
@@ -451,11 +451,6 @@ public final class Log: Sendable {
 
     // MARK: - Committing
 
-    private struct SyncWork {
-        var upTo: LSN
-        var ranges: [(segment: Segment, bytes: Range<Int>)]
-    }
-
     /// Returns once every record appended before this call is durable, and returns `durableLSN`.
     /// With `SyncMode.none` it returns at once and nothing becomes durable.
     ///
@@ -468,25 +463,34 @@ public final class Log: Sendable {
             try state.checkUsable()
             return state.writtenLSN
         }
-        return try commitSerializer.withLock { _ throws(LogError) -> LSN in
-            let work = try state.withLock { (state) throws(LogError) -> SyncWork? in
+        return try commitSerializer.withLock { (ranges) throws(LogError) -> LSN in
+            // The range list is kept between commits so that a commit does not allocate.
+            ranges.removeAll(keepingCapacity: true)
+            let upTo = try state.withLock { (state) throws(LogError) -> LSN? in
                 try state.checkUsable()
                 if state.durableLSN >= target { return nil }
-                var ranges: [(segment: Segment, bytes: Range<Int>)] = []
-                for open in state.segments where open.end > open.syncedEnd {
-                    ranges.append((open.segment, open.syncedEnd..<open.end))
+                // Only the newest segments can hold unsynced bytes: stop at the first older
+                // segment whose records are all synced.
+                for index in state.segments.indices.reversed() {
+                    let open = state.segments[index]
+                    if open.end > open.syncedEnd {
+                        ranges.append((open.segment, open.syncedEnd..<open.end))
+                    } else if open.end > Format.segmentHeaderSize {
+                        break
+                    }
                 }
-                return SyncWork(upTo: state.writtenLSN, ranges: ranges)
+                return state.writtenLSN
             }
-            guard let work, options.sync != .none else { return durableLSN }
-            try sync(work.ranges)
+            guard let upTo, options.sync != .none else { return durableLSN }
+            ranges.reverse()
+            try sync(ranges)
             return state.withLock { state in
-                for (segment, bytes) in work.ranges {
-                    if let index = state.segments.firstIndex(where: { $0.segment === segment }) {
+                for (segment, bytes) in ranges {
+                    if let index = state.segments.lastIndex(where: { $0.segment === segment }) {
                         state.segments[index].syncedEnd = max(state.segments[index].syncedEnd, bytes.upperBound)
                     }
                 }
-                state.durableLSN = max(state.durableLSN, work.upTo)
+                state.durableLSN = max(state.durableLSN, upTo)
                 return state.durableLSN
             }
         }

@@ -190,7 +190,7 @@ struct LogScanner {
         }
         while position + 8 <= bytes.count {
             if base.loadUnaligned(fromByteOffset: position, as: UInt64.self) == 0 {
-                position += 8
+                position = skipZeros(base, from: position + 8, to: bytes.count)
                 continue
             }
             evidence.nonzeroEnd = max(evidence.nonzeroEnd, position + 8)
@@ -221,6 +221,27 @@ struct LogScanner {
         }
         return evidence
     }
+}
+
+/// The first 8-byte aligned offset in `start..<end` whose 8 bytes are not all zero (or the
+/// last aligned offset before `end`). The unused rest of a segment is scanned on every open,
+/// so zeros are skipped 64 bytes at a time.
+@inline(__always)
+func skipZeros(_ base: UnsafeRawPointer, from start: Int, to end: Int) -> Int {
+    var position = start
+    while position & 63 != 0, position + 8 <= end {
+        if base.load(fromByteOffset: position, as: UInt64.self) != 0 { return position }
+        position += 8
+    }
+    // `base` is a page-aligned mapping, so `position` is now 64-byte aligned in memory too.
+    while position + 64 <= end, base.load(fromByteOffset: position, as: SIMD8<UInt64>.self) == .zero {
+        position += 64
+    }
+    while position + 8 <= end {
+        if base.load(fromByteOffset: position, as: UInt64.self) != 0 { return position }
+        position += 8
+    }
+    return position
 }
 
 /// Where a log stops being valid, and why.

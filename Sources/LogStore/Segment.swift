@@ -92,9 +92,12 @@ final class Segment: @unchecked Sendable {
                 try FaultInjection.check(.segmentPreallocation, directory: directory)
                 try descriptor.allocate(offset: 0, length: size)
                 if preallocation == .zeroFill {
-                    // Written (not unwritten) extents make each later msync a pure data write:
-                    // see "Preallocation" in BENCHMARKS.md.
                     try descriptor.writeZeros(at: 0, length: size)
+                    // Large writes leave the file cached in large folios, and a folio is written
+                    // back whole: every later msync of 4 KiB would write 1 MiB (BENCHMARKS.md,
+                    // "Preallocation"). Dropping the clean cache makes the mapping fault in pages.
+                    try descriptor.sync()
+                    descriptor.dropCachedPages()
                 }
                 var page = [UInt8](repeating: 0, count: Format.segmentHeaderSize)
                 page.withUnsafeMutableBytes { header.encode(into: $0) }
@@ -112,10 +115,13 @@ final class Segment: @unchecked Sendable {
 }
 
 /// How a new segment's blocks are reserved before anything is written into its mapping.
+/// Either way the blocks are allocated, so a write into the mapping can never SIGBUS for space.
+/// The default is measured in BENCHMARKS.md ("Preallocation").
 public enum Preallocation: String, Sendable, CaseIterable {
-    /// `fallocate(2)`, then the whole file written with zeros: slower to create, cheaper to msync.
-    case zeroFill = "zero-fill"
-    /// `fallocate(2)` only: fast to create, but every first write to a block converts an
-    /// unwritten extent, which makes msync commit filesystem metadata too.
+    /// `fallocate(2)` only: unwritten extents, converted to written ones as records reach disk
+    /// (a small journal update inside the sync). Creating a 64 MiB segment takes well under 1 ms.
     case fallocate
+    /// `fallocate(2)`, then the whole file written with zeros and its cache dropped: every extent
+    /// is already written, so a sync writes only data, but creating a segment writes it twice.
+    case zeroFill = "zero-fill"
 }

@@ -78,6 +78,12 @@ struct OwnedDescriptor: ~Copyable {
         }
     }
 
+    /// `posix_fadvise(2)` with `POSIX_FADV_DONTNEED` over the whole file: drops clean cached
+    /// pages. Advice only, so a failure changes nothing and is ignored.
+    func dropCachedPages() {
+        _ = posix_fadvise(raw.rawValue, 0, 0, POSIX_FADV_DONTNEED)
+    }
+
     /// `pwrite(2)` of all of `bytes`.
     func write(_ bytes: [UInt8], at offset: Int) throws(Errno) {
         let result = bytes.withUnsafeBytes { raw in Result { () throws(Errno) in try write(raw, at: offset) } }

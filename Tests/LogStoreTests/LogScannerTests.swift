@@ -359,3 +359,25 @@ extension Log {
     /// Closes, for tests that only care that the file ends up closed.
     func close(ignoringErrors: Void) { try? close() }
 }
+
+@Suite struct SkipZerosTests {
+    @Test func findsTheFirstNonzeroWordFromAnyStart() {
+        let size = 4096
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 4096)
+        defer { buffer.deallocate() }
+        var generator = SeededGenerator(seed: 3)
+        for _ in 0..<500 {
+            buffer.initializeMemory(as: UInt8.self, repeating: 0)
+            let nonzero = Int.random(in: 0..<size, using: &generator)
+            buffer[nonzero] = 1
+            let start = Int.random(in: 0...(nonzero / 8), using: &generator) * 8
+            let end = Int.random(in: (nonzero + 1)...size, using: &generator)
+            let found = skipZeros(UnsafeRawPointer(buffer.baseAddress!), from: start, to: end)
+            if alignDown(nonzero, to: 8) + 8 <= end {
+                #expect(found == alignDown(nonzero, to: 8), "nonzero at \(nonzero), from \(start) to \(end)")
+            } else {
+                #expect(found + 8 > end, "a partial last word is left to the caller")
+            }
+        }
+    }
+}

@@ -45,10 +45,10 @@ extension LogCtl {
             } catch {
                 // Damage found before records could be scanned (a bad segment header, a segment
                 // shorter than its header) is corruption too, and reported the same way.
-                guard let logError = error as? LogError, logError.code == .corruption, format.json else { throw error }
+                guard error.code == .corruption, format.json else { throw error }
                 let damage = DamageReport(
-                    segment: logError.path ?? "", offset: logError.offset ?? 0, lsn: logError.lsn ?? 0,
-                    reason: logError.message)
+                    segment: error.path ?? "", offset: error.offset ?? 0, lsn: error.lsn ?? 0,
+                    reason: error.message)
                 printJSON(
                     Report(status: "corruption", segments: 0, records: 0, first_lsn: 0, last_lsn: 0, durable_lsn: 0,
                            damage: damage, dropped_bytes: 0, removed_segments: [], lost_lsns: nil))
