@@ -16,11 +16,14 @@ let package = Package(
         .target(name: "CCRC32C"),
         // liburing from Debian's liburing-dev, kept behind a small C API (see CLiburing.h).
         .target(name: "CLiburing", linkerSettings: [.linkedLibrary("uring")]),
+        // GNU-only Linux calls (sync_file_range) that Swift's Glibc module does not export.
+        .target(name: "CLinuxShims"),
         .target(
             name: "LogStore",
             dependencies: [
                 "CCRC32C",
                 "CLiburing",
+                "CLinuxShims",
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),

@@ -12,6 +12,7 @@ enum FaultInjection {
     struct Rule: Sendable {
         var point: Point
         var remainingBeforeFailure: Int
+        var remainingFailures: Int
         var errno: Errno
         var directory: String
     }
@@ -21,11 +22,14 @@ enum FaultInjection {
     private static let observed = Mutex<[String: [(segment: String, bytes: Range<Int>)]]>([:])
     private static let armed = Atomic<Bool>(false)
 
-    /// Fails the `after`+1-th call at `point` for the log in `directory` with `errno`.
-    /// Rules are per directory so that tests running in parallel do not see each other's.
-    static func arm(_ point: Point, directory: String, after: Int = 0, errno: Errno) {
+    /// Lets `after` calls at `point` for the log in `directory` pass, then fails the next
+    /// `times` calls with `errno`. Rules are per directory so that tests running in parallel do
+    /// not see each other's.
+    static func arm(_ point: Point, directory: String, after: Int = 0, times: Int = 1, errno: Errno) {
         rules.withLock {
-            $0.append(Rule(point: point, remainingBeforeFailure: after, errno: errno, directory: directory))
+            $0.append(
+                Rule(point: point, remainingBeforeFailure: after, remainingFailures: times, errno: errno,
+                     directory: directory))
         }
         armed.store(true, ordering: .releasing)
     }
@@ -66,7 +70,10 @@ enum FaultInjection {
                 rules[index].remainingBeforeFailure -= 1
                 return nil
             }
-            return rules.remove(at: index).errno
+            rules[index].remainingFailures -= 1
+            let errno = rules[index].errno
+            if rules[index].remainingFailures == 0 { rules.remove(at: index) }
+            return errno
         }
         if let failure { throw failure }
     }

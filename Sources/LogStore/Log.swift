@@ -22,11 +22,16 @@ public final class Log: Sendable {
         public var recovery: RecoveryMode = .tornTail
         public var sync: SyncMode = .msync
         public var preallocation: Preallocation = .fallocate
+        /// Starts write-back (without waiting) each time this many bytes of completed pages
+        /// accumulate, so that a large commit finds most of its pages already on their way to
+        /// disk (like RocksDB's `bytes_per_sync`). 0 turns it off. It never makes anything durable.
+        public var writeBehindBytes = 1 << 20
 
         public init(
             segmentSize: Int = 64 << 20, createIfMissing: Bool = false, recovery: RecoveryMode = .tornTail,
-            sync: SyncMode = .msync, preallocation: Preallocation = .fallocate
+            sync: SyncMode = .msync, preallocation: Preallocation = .fallocate, writeBehindBytes: Int = 1 << 20
         ) {
+            self.writeBehindBytes = writeBehindBytes
             self.segmentSize = segmentSize
             self.createIfMissing = createIfMissing
             self.recovery = recovery
@@ -66,12 +71,19 @@ public final class Log: Sendable {
         public var bytesAllocated: Int
     }
 
-    struct OpenSegment {
+    // Unchecked: `base` points into the mapping that `segment` owns and keeps alive.
+    struct OpenSegment: @unchecked Sendable {
         let segment: Segment
+        /// Copies of `segment.base` and `segment.saltCRC`, so that the append path does not
+        /// retain and release the segment for every record.
+        let base: UnsafeMutableRawPointer
+        let saltCRC: UInt32
         var recordOffsets: [UInt32]
         var end: Int
         /// Bytes below this offset are covered by a completed sync.
         var syncedEnd: Int
+        /// Write-back has been started for the pages below this offset.
+        var writeBehindEnd: Int
     }
 
     struct State {
@@ -81,6 +93,9 @@ public final class Log: Sendable {
         var durableLSN: LSN
         var poison: LogError?
         var isClosed = false
+        /// Whether the file for the next segment is being prepared (once the active segment is
+        /// half full).
+        var nextSegmentRequested = false
 
         func checkUsable() throws(LogError) {
             if isClosed { throw LogError(.closed, "the log is closed") }
@@ -102,6 +117,8 @@ public final class Log: Sendable {
     public let segmentSize: Int
 
     private let lock: DirectoryLock?
+    /// Nil for read-only opens.
+    private let preparer: SegmentPreparer?
     private let state: Mutex<State>
     /// Held for the whole of a sync so that `durableLSN` only moves in order.
     private let commitSerializer = Mutex<[(segment: Segment, bytes: Range<Int>)]>([])
@@ -146,11 +163,14 @@ public final class Log: Sendable {
         let first = segments[0]
         logID = first.header.logID
         segmentSize = first.size
+        preparer = readOnly
+            ? nil : SegmentPreparer(directory: directory, size: first.size, preallocation: options.preallocation)
         var open: [OpenSegment] = []
         for (index, scanned) in scan.kept.enumerated() {
             open.append(
-                OpenSegment(segment: segments[index], recordOffsets: scanned.recordOffsets, end: scanned.end,
-                            syncedEnd: scanned.end))
+                OpenSegment(segment: segments[index], base: segments[index].base, saltCRC: segments[index].saltCRC,
+                            recordOffsets: scanned.recordOffsets, end: scanned.end, syncedEnd: scanned.end,
+                            writeBehindEnd: scanned.end))
         }
         let written = scan.nextLSN - 1
         state = Mutex(
@@ -412,10 +432,9 @@ public final class Log: Sendable {
             try roll(&state)
         }
         let index = state.segments.count - 1
-        let segment = state.segments[index].segment
         let offset = state.segments[index].end
         let lsn = type == Format.recordTypeData ? state.writtenLSN + 1 : state.writtenLSN
-        let record = segment.base + offset
+        let record = state.segments[index].base + offset
         RecordHeader(crc: 0, length: UInt32(payload.count), lsn: lsn, durableLSN: state.durableLSN, type: type)
             .storeFields(to: record)
         if let source = payload.baseAddress, payload.count > 0 {
@@ -425,28 +444,49 @@ public final class Log: Sendable {
         if padding > 0 {
             (record + Format.recordHeaderSize + payload.count).initializeMemory(as: UInt8.self, repeating: 0, count: padding)
         }
-        let crc = RecordHeader.checksum(recordAt: record, payloadLength: payload.count, saltCRC: segment.saltCRC)
+        let crc = RecordHeader.checksum(
+            recordAt: record, payloadLength: payload.count, saltCRC: state.segments[index].saltCRC)
         record.storeBytes(of: crc.littleEndian, as: UInt32.self)
         if type == Format.recordTypeData {
             state.segments[index].recordOffsets.append(UInt32(offset))
             state.writtenLSN = lsn
         }
         state.segments[index].end = offset + footprint
+        if !state.nextSegmentRequested, offset + footprint > segmentSize / 2 {
+            state.nextSegmentRequested = true
+            preparer?.prepareNext()
+        }
+        if options.writeBehindBytes > 0 {
+            let completePages = alignDown(offset + footprint, to: Format.pageSize)
+            let started = max(state.segments[index].writeBehindEnd, state.segments[index].syncedEnd)
+            if completePages - started >= options.writeBehindBytes {
+                state.segments[index].segment.descriptor.startWriteback(offset: started, length: completePages - started)
+                state.segments[index].writeBehindEnd = completePages
+            }
+        }
         return lsn
     }
 
-    /// Starts the next segment. It is durable (file and directory fsync'd) before it is used, so
-    /// no record in it can be acknowledged while the file itself could still vanish.
+    /// Starts the next segment, from the file prepared in the background when there is one. It
+    /// is durable (file and directory fsync'd) before it is used, so no record in it can be
+    /// acknowledged while the file itself could still vanish.
     private func roll(_ state: inout State) throws(LogError) {
         let current = state.segments[state.segments.count - 1].segment
         var generator = SystemRandomNumberGenerator()
         let header = SegmentHeader(
             segmentID: current.id + 1, baseLSN: state.writtenLSN + 1, segmentSize: UInt64(segmentSize), logID: logID,
             salt: generator.next(), durableLSN: state.durableLSN)
-        let segment = try Segment.create(directory: directory, header: header, preallocation: options.preallocation)
+        let segment: Segment
+        if let prepared = preparer?.take() {
+            segment = try Segment.install(preallocatedAt: prepared, directory: directory, header: header)
+        } else {
+            segment = try Segment.create(directory: directory, header: header, preallocation: options.preallocation)
+        }
+        state.nextSegmentRequested = false
         state.segments.append(
-            OpenSegment(segment: segment, recordOffsets: [], end: Format.segmentHeaderSize,
-                        syncedEnd: Format.segmentHeaderSize))
+            OpenSegment(segment: segment, base: segment.base, saltCRC: segment.saltCRC, recordOffsets: [],
+                        end: Format.segmentHeaderSize, syncedEnd: Format.segmentHeaderSize,
+                        writeBehindEnd: Format.segmentHeaderSize))
     }
 
     // MARK: - Committing
@@ -602,6 +642,7 @@ public final class Log: Sendable {
                 $0.isClosed = true
                 $0.segments.removeAll()
             }
+            preparer?.discard()
             lock?.release()
         }
         guard !isReadOnly, state.withLock({ $0.poison == nil && !$0.isClosed }) else { return }

@@ -188,9 +188,22 @@ struct LogScanner {
            !UnsafeRawBufferPointer(rebasing: bytes[start..<position]).allSatisfy({ $0 == 0 }) {
             evidence.nonzeroEnd = position
         }
+        // Holes (unwritten preallocated extents with nothing cached) read as zero: skipping them
+        // keeps an open from faulting in the whole unused rest of a segment.
+        let dataRanges = segment.descriptor.dataRanges(from: position, to: bytes.count)
+        var rangeIndex = 0
         while position + 8 <= bytes.count {
+            while rangeIndex < dataRanges.count, dataRanges[rangeIndex].upperBound <= position { rangeIndex += 1 }
+            guard rangeIndex < dataRanges.count else {
+                position = bytes.count
+                break
+            }
+            position = max(position, alignDown(dataRanges[rangeIndex].lowerBound, to: Format.recordAlignment))
+            guard position + 8 <= bytes.count else { break }
             if base.loadUnaligned(fromByteOffset: position, as: UInt64.self) == 0 {
-                position = skipZeros(base, from: position + 8, to: bytes.count)
+                let limit = min(dataRanges[rangeIndex].upperBound, bytes.count)
+                position = skipZeros(base, from: position + 8, to: limit)
+                if position + 8 > limit, limit < bytes.count { position = limit }
                 continue
             }
             evidence.nonzeroEnd = max(evidence.nonzeroEnd, position + 8)

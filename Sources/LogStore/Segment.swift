@@ -82,33 +82,63 @@ final class Segment: @unchecked Sendable {
     static func create(directory: String, header: SegmentHeader, preallocation: Preallocation)
         throws(LogError) -> Segment
     {
-        let name = Format.segmentFileName(id: header.segmentID)
-        let path = directory + "/" + name
-        let temporaryPath = path + "." + Format.temporaryFileExtension
-        let size = Int(header.segmentSize)
+        let temporaryPath = directory + "/" + Format.segmentFileName(id: header.segmentID) + "."
+            + Format.temporaryFileExtension
         do {
+            try preallocate(temporaryPath, size: Int(header.segmentSize), preallocation: preallocation,
+                            directory: directory)
+        } catch {
+            throw LogError.system(
+                error, "cannot create segment \(Format.segmentFileName(id: header.segmentID)) (\(header.segmentSize) bytes)",
+                path: temporaryPath)
+        }
+        return try install(preallocatedAt: temporaryPath, directory: directory, header: header)
+    }
+
+    /// Makes a file of `size` bytes whose blocks are all allocated (and, for `.zeroFill`,
+    /// written), and fsyncs it. The name is temporary (`*.seg.tmp`): a writer deletes such
+    /// files when it opens the log. On failure the file is removed.
+    static func preallocate(_ path: String, size: Int, preallocation: Preallocation, directory: String)
+        throws(Errno)
+    {
+        do {
+            let descriptor = try OwnedDescriptor(path: path, flags: O_RDWR | O_CREAT | O_TRUNC)
+            try FaultInjection.check(.segmentPreallocation, directory: directory)
+            try descriptor.allocate(offset: 0, length: size)
+            if preallocation == .zeroFill {
+                // One page per write: large writes leave the file cached in large folios, and a
+                // folio is written back whole, so every later msync of 4 KiB would write up to
+                // 1 MiB (BENCHMARKS.md, "Preallocation").
+                try descriptor.writeZeros(at: 0, length: size, chunkSize: Format.pageSize)
+            }
+            try descriptor.sync()
+        } catch {
+            try? FileSystem.unlink(path)
+            throw error
+        }
+    }
+
+    /// Turns a preallocated file into the segment `header` describes: header page written and
+    /// synced, renamed to the segment's name, directory fsync'd; then opened and mapped. Only
+    /// a complete, durable file ever carries a segment's name.
+    static func install(preallocatedAt temporaryPath: String, directory: String, header: SegmentHeader)
+        throws(LogError) -> Segment
+    {
+        let name = Format.segmentFileName(id: header.segmentID)
+        do throws(Errno) {
             do {
-                let descriptor = try OwnedDescriptor(path: temporaryPath, flags: O_RDWR | O_CREAT | O_TRUNC)
-                try FaultInjection.check(.segmentPreallocation, directory: directory)
-                try descriptor.allocate(offset: 0, length: size)
-                if preallocation == .zeroFill {
-                    try descriptor.writeZeros(at: 0, length: size)
-                    // Large writes leave the file cached in large folios, and a folio is written
-                    // back whole: every later msync of 4 KiB would write 1 MiB (BENCHMARKS.md,
-                    // "Preallocation"). Dropping the clean cache makes the mapping fault in pages.
-                    try descriptor.sync()
-                    descriptor.dropCachedPages()
-                }
+                let descriptor = try OwnedDescriptor(path: temporaryPath, flags: O_RDWR)
+                guard try descriptor.size() == Int(header.segmentSize) else { throw Errno.invalidArgument }
                 var page = [UInt8](repeating: 0, count: Format.segmentHeaderSize)
                 page.withUnsafeMutableBytes { header.encode(into: $0) }
                 try descriptor.write(page, at: 0)
-                try descriptor.sync()
+                try descriptor.dataSync()
             }
-            try FileSystem.rename(temporaryPath, to: path)
+            try FileSystem.rename(temporaryPath, to: directory + "/" + name)
             try FileSystem.syncDirectory(directory)
         } catch {
             try? FileSystem.unlink(temporaryPath)
-            throw LogError.system(error, "cannot create segment \(name) (\(size) bytes)", path: temporaryPath)
+            throw LogError.system(error, "cannot create segment \(name) (\(header.segmentSize) bytes)", path: temporaryPath)
         }
         return try open(directory: directory, name: name, writable: true)
     }

@@ -5,6 +5,7 @@ import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
+import CLinuxShims
 import SystemPackage
 
 @inline(__always)
@@ -78,6 +79,33 @@ struct OwnedDescriptor: ~Copyable {
         }
     }
 
+    /// `sync_file_range(2)` with `SYNC_FILE_RANGE_WRITE`: starts write-back without waiting.
+    /// Durability still comes only from msync/fdatasync, which also report any write-back error.
+    func startWriteback(offset: Int, length: Int) {
+        _ = logstore_start_writeback(raw.rawValue, Int64(offset), Int64(length))
+    }
+
+    /// The byte ranges of the file from `offset` on that may hold nonzero bytes: everything but
+    /// holes, as `lseek(2)` with `SEEK_DATA`/`SEEK_HOLE` reports them (unwritten extents with
+    /// nothing cached read as zero and count as holes). Falls back to `offset..<end` on error.
+    func dataRanges(from offset: Int, to end: Int) -> [Range<Int>] {
+        var ranges: [Range<Int>] = []
+        var position = offset
+        while position < end {
+            let data = logstore_seek_data(raw.rawValue, Int64(position))
+            if data < 0 {
+                if errno == ENXIO { break }
+                return [offset..<end]
+            }
+            let hole = logstore_seek_hole(raw.rawValue, data)
+            if hole < 0 { return [offset..<end] }
+            let range = max(Int(data), position)..<min(Int(hole), end)
+            if !range.isEmpty { ranges.append(range) }
+            position = Int(hole)
+        }
+        return ranges
+    }
+
     /// `posix_fadvise(2)` with `POSIX_FADV_DONTNEED` over the whole file: drops clean cached
     /// pages. Advice only, so a failure changes nothing and is ignored.
     func dropCachedPages() {
@@ -91,8 +119,8 @@ struct OwnedDescriptor: ~Copyable {
     }
 
     /// Writes `length` zero bytes at `offset` with `pwrite(2)`, in large chunks.
-    func writeZeros(at offset: Int, length: Int) throws(Errno) {
-        let chunk = min(length, 1 << 20)
+    func writeZeros(at offset: Int, length: Int, chunkSize: Int = 1 << 20) throws(Errno) {
+        let chunk = min(length, chunkSize)
         guard chunk > 0 else { return }
         let zeros = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk, alignment: Format.pageSize)
         defer { zeros.deallocate() }

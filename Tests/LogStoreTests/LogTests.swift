@@ -244,7 +244,8 @@ import Testing
         let directory = TemporaryDirectory()
         let log = try Log.open(directory.path, options: options())
         var acknowledged = 0
-        FaultInjection.arm(.segmentPreallocation, directory: directory.path, errno: .noSpace)
+        // Every preallocation fails: the one in the background and the roll's own attempt.
+        FaultInjection.arm(.segmentPreallocation, directory: directory.path, times: .max, errno: .noSpace)
         defer { FaultInjection.disarm(directory: directory.path) }
         var sawNoSpace = false
         for index in 0..<2000 {
@@ -259,8 +260,10 @@ import Testing
             }
         }
         #expect(sawNoSpace)
-        #expect(!FileManager.default.fileExists(atPath: segmentPath(directory.path, id: 2) + ".tmp"))
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: directory.path).filter { $0.hasSuffix(".tmp") }
+        #expect(leftovers.isEmpty, "no temporary file is left behind")
         // A full disk is not a failed sync: once space is back, appends go on.
+        FaultInjection.disarm(directory: directory.path)
         #expect(try log.appendAndCommit([9]) == LSN(acknowledged + 1))
         try log.close()
         let records = try readAll(directory.path)

@@ -1,0 +1,66 @@
+import Dispatch
+import Synchronization
+
+/// Preallocates the next segment's file in the background (allocated, zero-filled, fsync'd,
+/// under a `*.seg.tmp` name), so that a roll only writes a header page, renames the file and
+/// syncs the directory instead of writing a whole segment inside an append.
+final class SegmentPreparer: Sendable {
+    private enum Slot: Sendable {
+        case empty
+        case preparing
+        case ready(path: String)
+        case failed
+    }
+
+    private let directory: String
+    private let size: Int
+    private let preallocation: Preallocation
+    private let slot = Mutex<Slot>(.empty)
+    private let queue = DispatchQueue(label: "LogStore.SegmentPreparer")
+    private let inFlight = DispatchGroup()
+
+    init(directory: String, size: Int, preallocation: Preallocation) {
+        self.directory = directory
+        self.size = size
+        self.preallocation = preallocation
+    }
+
+    /// Starts preparing a file unless one is ready or being prepared.
+    func prepareNext() {
+        let start = slot.withLock { slot in
+            guard case .empty = slot else { return false }
+            slot = .preparing
+            return true
+        }
+        guard start else { return }
+        inFlight.enter()
+        queue.async { [self] in
+            defer { inFlight.leave() }
+            var generator = SystemRandomNumberGenerator()
+            let path = directory + "/prepared-" + String(generator.next() as UInt64, radix: 16) + "."
+                + Format.segmentFileExtension + "." + Format.temporaryFileExtension
+            do {
+                try Segment.preallocate(path, size: size, preallocation: preallocation, directory: directory)
+                slot.withLock { $0 = .ready(path: path) }
+            } catch {
+                // The roll creates the segment itself and reports the error (e.g. a full disk).
+                slot.withLock { $0 = .failed }
+            }
+        }
+    }
+
+    /// Waits for a preparation in flight and hands over the prepared file's path, if any.
+    func take() -> String? {
+        inFlight.wait()
+        return slot.withLock { slot in
+            defer { slot = .empty }
+            if case .ready(let path) = slot { return path }
+            return nil
+        }
+    }
+
+    /// Waits for a preparation in flight and deletes what it prepared.
+    func discard() {
+        if let path = take() { try? FileSystem.unlink(path) }
+    }
+}

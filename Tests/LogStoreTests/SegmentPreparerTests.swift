@@ -1,0 +1,53 @@
+import Foundation
+@testable import LogStore
+import Testing
+
+@Suite struct SegmentPreparerTests {
+    func temporaryFiles(_ directory: String) throws -> [String] {
+        try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.hasSuffix(".seg.tmp") }
+    }
+
+    @Test func rollInstallsTheFilePreparedInTheBackground() throws {
+        let directory = TemporaryDirectory()
+        let log = try Log.open(directory.path, options: options())
+        var index = 0
+        while log.segments[0].bytesUsed < (1 << 20) * 6 / 10 { try log.append(payload(index, maxLength: 2000)); index += 1 }
+        // Past half of the segment, the next file is being prepared.
+        let deadline = Date().addingTimeInterval(10)
+        var prepared: [String] = []
+        while prepared.isEmpty && Date() < deadline {
+            prepared = try temporaryFiles(directory.path)
+            usleep(2000)
+        }
+        #expect(prepared.count == 1 && prepared[0].hasPrefix("prepared-"))
+        while log.segments.count < 2 { try log.append(payload(index, maxLength: 2000)); index += 1 }
+        // The prepared file became segment 2 (renamed, not copied).
+        #expect(try !temporaryFiles(directory.path).contains(prepared[0]))
+        try log.commit()
+        try log.close()
+        #expect(try temporaryFiles(directory.path).isEmpty, "close removes a file prepared for a third segment")
+        let records = try readAll(directory.path)
+        #expect(records.count == index)
+        #expect(records.last?.segment == Format.segmentFileName(id: 2))
+        for record in records { #expect(record.payload == payload(Int(record.lsn) - 1, maxLength: 2000)) }
+    }
+
+    @Test func preparedFileLeftByACrashIsRemovedOnOpen() throws {
+        let directory = TemporaryDirectory()
+        do {
+            let log = try Log.open(directory.path, options: options())
+            var index = 0
+            while log.segments[0].bytesUsed < (1 << 20) * 6 / 10 { try log.appendAndCommit(payload(index)); index += 1 }
+            let deadline = Date().addingTimeInterval(10)
+            while try temporaryFiles(directory.path).isEmpty && Date() < deadline { usleep(2000) }
+            #expect(try temporaryFiles(directory.path).count == 1)
+            // Abandoned without close: a crash.
+        }
+        let before = try temporaryFiles(directory.path)
+        let reader = try Log.openReadOnly(directory.path)
+        #expect(reader.recoveryReport.outcome == .clean)
+        #expect(try temporaryFiles(directory.path) == before, "readers leave it alone")
+        try Log.open(directory.path, options: options()).close()
+        #expect(try temporaryFiles(directory.path).isEmpty)
+    }
+}
