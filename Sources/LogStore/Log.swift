@@ -25,11 +25,11 @@ public final class Log: Sendable {
         /// Starts write-back (without waiting) each time this many bytes of completed pages
         /// accumulate, so that a large commit finds most of its pages already on their way to
         /// disk (like RocksDB's `bytes_per_sync`). 0 turns it off. It never makes anything durable.
-        public var writeBehindBytes = 1 << 20
+        public var writeBehindBytes = 4 << 20
 
         public init(
             segmentSize: Int = 64 << 20, createIfMissing: Bool = false, recovery: RecoveryMode = .tornTail,
-            sync: SyncMode = .msync, preallocation: Preallocation = .fallocate, writeBehindBytes: Int = 1 << 20
+            sync: SyncMode = .msync, preallocation: Preallocation = .fallocate, writeBehindBytes: Int = 4 << 20
         ) {
             self.writeBehindBytes = writeBehindBytes
             self.segmentSize = segmentSize

@@ -293,9 +293,10 @@ if settings.sections.contains("serial") {
 if settings.sections.contains("bulk") {
     say("\n== bulk: \(grouped(Double(settings.bulk))) x 128 B appends, then one commit (msync) ==")
     let variants: [(String, Int, Preallocation)] = [
-        ("64 MiB segments, zero-fill (default; 2 rolls inline)", 64 << 20, .zeroFill),
+        ("64 MiB segments, fallocate (the default; 2 rolls)", 64 << 20, .fallocate),
+        ("256 MiB segment, fallocate (no roll)", 256 << 20, .fallocate),
+        ("64 MiB segments, zero-fill (2 rolls)", 64 << 20, .zeroFill),
         ("256 MiB segment, zero-fill (no roll)", 256 << 20, .zeroFill),
-        ("64 MiB segments, fallocate (2 rolls inline)", 64 << 20, .fallocate),
     ]
     var results: [String: [BulkResult]] = [:]
     for rep in 0..<settings.reps {
