@@ -84,6 +84,9 @@ public final class Log: Sendable {
         var syncedEnd: Int
         /// Write-back has been started for the pages below this offset.
         var writeBehindEnd: Int
+        /// The temporary name of a segment rolled into but not yet installed: the next commit
+        /// syncs it, renames it and syncs the directory before acknowledging anything in it.
+        var pendingInstall: String? = nil
     }
 
     struct State {
@@ -467,26 +470,45 @@ public final class Log: Sendable {
         return lsn
     }
 
-    /// Starts the next segment, from the file prepared in the background when there is one. It
-    /// is durable (file and directory fsync'd) before it is used, so no record in it can be
-    /// acknowledged while the file itself could still vanish.
+    /// Starts the next segment in a file prepared in the background (or preallocated now). The
+    /// roll itself writes only the header; the next commit makes the file durable and gives it
+    /// its name (file fsync, rename, directory fsync) before it acknowledges any record in it,
+    /// so the appends that triggered the roll do not wait for those syncs. With `SyncMode.none`,
+    /// whose commits sync nothing, the segment is installed durably right away instead.
     private func roll(_ state: inout State) throws(LogError) {
         let current = state.segments[state.segments.count - 1].segment
         var generator = SystemRandomNumberGenerator()
         let header = SegmentHeader(
             segmentID: current.id + 1, baseLSN: state.writtenLSN + 1, segmentSize: UInt64(segmentSize), logID: logID,
             salt: generator.next(), durableLSN: state.durableLSN)
-        let segment: Segment
+        let temporaryPath: String
         if let prepared = preparer?.take() {
-            segment = try Segment.install(preallocatedAt: prepared, directory: directory, header: header)
+            temporaryPath = prepared
         } else {
-            segment = try Segment.create(directory: directory, header: header, preallocation: options.preallocation)
+            temporaryPath = directory + "/" + Format.segmentFileName(id: header.segmentID) + "."
+                + Format.temporaryFileExtension
+            do {
+                try Segment.preallocate(temporaryPath, size: segmentSize, preallocation: options.preallocation,
+                                        directory: directory)
+            } catch {
+                throw LogError.system(
+                    error, "cannot create segment \(Format.segmentFileName(id: header.segmentID)) (\(segmentSize) bytes)",
+                    path: temporaryPath)
+            }
+        }
+        let segment: Segment
+        var pending: String?
+        if options.sync == .none {
+            segment = try Segment.install(preallocatedAt: temporaryPath, directory: directory, header: header)
+        } else {
+            segment = try Segment.openUnnamed(temporaryPath: temporaryPath, directory: directory, header: header)
+            pending = temporaryPath
         }
         state.nextSegmentRequested = false
         state.segments.append(
             OpenSegment(segment: segment, base: segment.base, saltCRC: segment.saltCRC, recordOffsets: [],
                         end: Format.segmentHeaderSize, syncedEnd: Format.segmentHeaderSize,
-                        writeBehindEnd: Format.segmentHeaderSize))
+                        writeBehindEnd: Format.segmentHeaderSize, pendingInstall: pending))
     }
 
     // MARK: - Committing
@@ -506,9 +528,14 @@ public final class Log: Sendable {
         return try commitSerializer.withLock { (ranges) throws(LogError) -> LSN in
             // The range list is kept between commits so that a commit does not allocate.
             ranges.removeAll(keepingCapacity: true)
+            var installs: [(segment: Segment, temporaryPath: String)] = []
             let upTo = try state.withLock { (state) throws(LogError) -> LSN? in
                 try state.checkUsable()
                 if state.durableLSN >= target { return nil }
+                for open in state.segments.reversed() {
+                    guard let temporaryPath = open.pendingInstall else { break }
+                    installs.insert((open.segment, temporaryPath), at: 0)
+                }
                 // Only the newest segments can hold unsynced bytes: stop at the first older
                 // segment whose records are all synced.
                 for index in state.segments.indices.reversed() {
@@ -523,8 +550,14 @@ public final class Log: Sendable {
             }
             guard let upTo, options.sync != .none else { return durableLSN }
             ranges.reverse()
+            if !installs.isEmpty { try install(installs) }
             try sync(ranges)
             return state.withLock { state in
+                for (segment, _) in installs {
+                    if let index = state.segments.lastIndex(where: { $0.segment === segment }) {
+                        state.segments[index].pendingInstall = nil
+                    }
+                }
                 for (segment, bytes) in ranges {
                     if let index = state.segments.lastIndex(where: { $0.segment === segment }) {
                         state.segments[index].syncedEnd = max(state.segments[index].syncedEnd, bytes.upperBound)
@@ -533,6 +566,24 @@ public final class Log: Sendable {
                 state.durableLSN = max(state.durableLSN, upTo)
                 return state.durableLSN
             }
+        }
+    }
+
+    /// Makes rolled-into segments part of the log, oldest first: file fsync and rename each, then
+    /// one directory fsync. A failure poisons the log like any failed sync.
+    private func install(_ installs: [(segment: Segment, temporaryPath: String)]) throws(LogError) {
+        do {
+            for (segment, temporaryPath) in installs {
+                try FaultInjection.check(.sync, directory: directory)
+                try segment.install(from: temporaryPath)
+            }
+            try FileSystem.syncDirectory(directory)
+        } catch {
+            let failure = LogError.system(
+                error, "installing a new segment failed; the log refuses writes until it is reopened",
+                path: installs[0].segment.path)
+            state.withLock { $0.poison = $0.poison ?? failure }
+            throw failure
         }
     }
 

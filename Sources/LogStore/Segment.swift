@@ -124,23 +124,48 @@ final class Segment: @unchecked Sendable {
     static func install(preallocatedAt temporaryPath: String, directory: String, header: SegmentHeader)
         throws(LogError) -> Segment
     {
-        let name = Format.segmentFileName(id: header.segmentID)
-        do throws(Errno) {
-            do {
-                let descriptor = try OwnedDescriptor(path: temporaryPath, flags: O_RDWR)
-                guard try descriptor.size() == Int(header.segmentSize) else { throw Errno.invalidArgument }
-                var page = [UInt8](repeating: 0, count: Format.segmentHeaderSize)
-                page.withUnsafeMutableBytes { header.encode(into: $0) }
-                try descriptor.write(page, at: 0)
-                try descriptor.dataSync()
-            }
-            try FileSystem.rename(temporaryPath, to: directory + "/" + name)
+        let segment = try openUnnamed(temporaryPath: temporaryPath, directory: directory, header: header)
+        do {
+            try segment.install(from: temporaryPath)
             try FileSystem.syncDirectory(directory)
         } catch {
             try? FileSystem.unlink(temporaryPath)
-            throw LogError.system(error, "cannot create segment \(name) (\(header.segmentSize) bytes)", path: temporaryPath)
+            throw LogError.system(error, "cannot create segment \(segment.name)", path: temporaryPath)
         }
-        return try open(directory: directory, name: name, writable: true)
+        return segment
+    }
+
+    /// Writes `header` into a preallocated file that still has its temporary name and maps it,
+    /// without any sync: records can be appended at once. It becomes part of the log only with
+    /// `install(from:)` and a directory fsync; until then a crash leaves a `*.seg.tmp` file,
+    /// which recovery deletes (none of its records can have been acknowledged).
+    static func openUnnamed(temporaryPath: String, directory: String, header: SegmentHeader) throws(LogError)
+        -> Segment
+    {
+        let name = Format.segmentFileName(id: header.segmentID)
+        let descriptor: OwnedDescriptor
+        do { descriptor = try OwnedDescriptor(path: temporaryPath, flags: O_RDWR) } catch {
+            throw LogError.system(error, "cannot open the preallocated file for segment \(name)", path: temporaryPath)
+        }
+        do throws(Errno) {
+            guard try descriptor.size() == Int(header.segmentSize) else { throw Errno.invalidArgument }
+            var page = [UInt8](repeating: 0, count: Format.segmentHeaderSize)
+            page.withUnsafeMutableBytes { header.encode(into: $0) }
+            try descriptor.write(page, at: 0)
+        } catch {
+            try? FileSystem.unlink(temporaryPath)
+            throw LogError.system(error, "cannot write the header of segment \(name)", path: temporaryPath)
+        }
+        let mapping = try map(descriptor, length: Int(header.segmentSize), writable: true, path: temporaryPath)
+        return Segment(name: name, path: directory + "/" + name, header: header, descriptor: descriptor,
+                       mapping: mapping, readableLength: Int(header.segmentSize))
+    }
+
+    /// Makes the file durable (`fdatasync`) and gives it its segment name (`rename`). The
+    /// caller fsyncs the directory before acknowledging any record in it.
+    func install(from temporaryPath: String) throws(Errno) {
+        try descriptor.dataSync()
+        try FileSystem.rename(temporaryPath, to: path)
     }
 }
 

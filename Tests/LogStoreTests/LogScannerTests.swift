@@ -275,8 +275,14 @@ import Testing
             try log.append(payload(index, maxLength: 1000))
             index += 1
         }
+        // The commit installs segment 2 (durable, named) and then fails to sync the pages: the
+        // crash state in which segment 2 exists while segment 1's tail may not have reached disk.
+        FaultInjection.arm(.sync, directory: source.path, after: 1, errno: .ioError)
+        defer { FaultInjection.disarm(directory: source.path) }
+        #expect(throws: LogError.self) { try log.commit() }
         let records = Array(log.records())
         let files = try snapshot(source.path)
+        #expect(files[Format.segmentFileName(id: 2)] != nil)
         _ = consume log
         let work = TemporaryDirectory("roll")
         var damaged = files

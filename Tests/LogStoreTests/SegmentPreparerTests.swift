@@ -21,9 +21,13 @@ import Testing
         }
         #expect(prepared.count == 1 && prepared[0].hasPrefix("prepared-"))
         while log.segments.count < 2 { try log.append(payload(index, maxLength: 2000)); index += 1 }
+        // Rolled into, but part of the log only once a commit has made it durable.
+        #expect(try temporaryFiles(directory.path) == prepared)
+        #expect(!FileManager.default.fileExists(atPath: segmentPath(directory.path, id: 2)))
+        try log.commit()
         // The prepared file became segment 2 (renamed, not copied).
         #expect(try !temporaryFiles(directory.path).contains(prepared[0]))
-        try log.commit()
+        #expect(FileManager.default.fileExists(atPath: segmentPath(directory.path, id: 2)))
         try log.close()
         #expect(try temporaryFiles(directory.path).isEmpty, "close removes a file prepared for a third segment")
         let records = try readAll(directory.path)
@@ -49,5 +53,25 @@ import Testing
         #expect(try temporaryFiles(directory.path) == before, "readers leave it alone")
         try Log.open(directory.path, options: options()).close()
         #expect(try temporaryFiles(directory.path).isEmpty)
+    }
+
+    @Test func recordsInASegmentNotYetInstalledAreNeverAcknowledgedAndVanishInACrash() throws {
+        let directory = TemporaryDirectory()
+        var committed = 0
+        do {
+            let log = try Log.open(directory.path, options: options())
+            while log.segments.count < 2 {
+                try log.append(payload(committed, maxLength: 2000))
+                committed += 1
+                if log.segments.count < 2 { try log.commit() } else { committed -= 1 }
+            }
+            #expect(log.durableLSN == LSN(committed), "the record that rolled is not durable")
+            // Crash before any commit installs segment 2.
+        }
+        let log = try Log.open(directory.path, options: options())
+        #expect(log.segments.count == 1)
+        #expect(log.writtenLSN >= LSN(committed))
+        #expect(try temporaryFiles(directory.path).isEmpty)
+        try log.close()
     }
 }
