@@ -34,7 +34,7 @@ import Testing
     }
 
     @Test func hardwareAndPortableAgreeOnEveryLengthAndAlignment() {
-        var generator = SeededGenerator(seed: 42)
+        var generator = SplitMix64(seed: 42)
         let buffer = (0..<(3 * 8192 * 2 + 100)).map { _ in UInt8.random(in: 0...255, using: &generator) }
         buffer.withUnsafeBytes { raw in
             // Lengths around the 3-way interleave block sizes (256*3, 8192*3) and all alignments.

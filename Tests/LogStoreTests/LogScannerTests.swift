@@ -120,7 +120,7 @@ import Testing
     func damagedSectorInUncommittedTailIsDroppedQuietly(kind: String) throws {
         let (files, records, committedEnd, writtenEnd) = try Self.logWithUncommittedTail(committed: 30, uncommitted: 60)
         let segmentName = Format.segmentFileName(id: 1)
-        var generator = SeededGenerator(seed: 2024)
+        var generator = SplitMix64(seed: 2024)
         var sector = alignDown(committedEnd, to: 512)
         var sawDrop = false
         while sector < writtenEnd {
@@ -193,7 +193,7 @@ import Testing
         let records = try Self.committedLog(source.path, count: 25)
         let original = try snapshot(source.path)
         let segmentName = Format.segmentFileName(id: 1)
-        var generator = SeededGenerator(seed: 99)
+        var generator = SplitMix64(seed: 99)
         // Every record but the last is followed by a record claiming it durable.
         for record in records.dropLast() {
             let covered = 32 + record.payload.count
@@ -371,7 +371,7 @@ extension Log {
         let size = 4096
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 4096)
         defer { buffer.deallocate() }
-        var generator = SeededGenerator(seed: 3)
+        var generator = SplitMix64(seed: 3)
         for _ in 0..<500 {
             buffer.initializeMemory(as: UInt8.self, repeating: 0)
             let nonzero = Int.random(in: 0..<size, using: &generator)

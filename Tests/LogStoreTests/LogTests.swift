@@ -320,7 +320,7 @@ import Testing
 
     @Test func directoryOfRandomFilesIsNotALog() throws {
         let directory = TemporaryDirectory()
-        var generator = SeededGenerator(seed: 7)
+        var generator = SplitMix64(seed: 7)
         for index in 0..<5 {
             let bytes = (0..<(index * 3000)).map { _ in UInt8.random(in: 0...255, using: &generator) }
             try Data(bytes).write(to: URL(fileURLWithPath: directory.child("file\(index)")))

@@ -22,22 +22,9 @@ final class TemporaryDirectory: @unchecked Sendable {
 /// Deterministic payloads: record `index` of a test has content that depends on its index
 /// and a seed, with lengths that vary to exercise padding and page boundaries.
 func payload(_ index: Int, seed: UInt64 = 0, maxLength: Int = 300) -> [UInt8] {
-    var generator = SeededGenerator(seed: seed &+ UInt64(index) &* 0x9E37_79B9_7F4A_7C15)
+    var generator = SplitMix64(seed: seed &+ UInt64(index) &* 0x9E37_79B9_7F4A_7C15)
     let length = Int(generator.next() % UInt64(maxLength + 1))
     return (0..<length).map { _ in UInt8(truncatingIfNeeded: generator.next()) }
-}
-
-/// SplitMix64: small, fast, reproducible from its seed.
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
 }
 
 func options(segmentSize: Int = 1 << 20, recovery: RecoveryMode = .tornTail, sync: Log.SyncMode = .msync)

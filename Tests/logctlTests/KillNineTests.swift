@@ -6,7 +6,7 @@ import Testing
 @Suite struct KillNineTests {
     /// Line `index` of cycle `cycle`: unique, of varying length (up to 8 KB, so 1 MiB
     /// segments roll), printable (the CLI reads lines).
-    static func line(cycle: Int, index: Int, random: inout Seeded) -> [UInt8] {
+    static func line(cycle: Int, index: Int, random: inout SplitMix64) -> [UInt8] {
         let length = Int(random.next() % 8000)
         return Array("c\(cycle)-i\(index)-".utf8) + (0..<length).map { _ in UInt8(ascii: "A") + UInt8(random.next() % 26) }
     }
@@ -14,7 +14,7 @@ import Testing
     @Test(arguments: ["msync", "fdatasync"])
     func everyPrintedLSNSurvivesKillNine(sync: String) throws {
         let seed = UInt64.random(in: 1...1_000_000)
-        var random = Seeded(seed: seed)
+        var random = SplitMix64(seed: seed)
         let scratch = Scratch()
         let directory = scratch.child("log")
         // What each LSN must hold: set for every line the harness can place with certainty.

@@ -118,7 +118,7 @@ import Testing
         try makeLog(directory, lines: (1...200).map { "line \($0) " + String(repeating: "z", count: $0) })
         let segment = directory + "/00000000000000000001.seg"
         let original = try Data(contentsOf: URL(fileURLWithPath: segment))
-        var random = Seeded(seed: 5)
+        var random = SplitMix64(seed: 5)
         for trial in 0..<25 {
             var bytes = original
             switch trial % 5 {

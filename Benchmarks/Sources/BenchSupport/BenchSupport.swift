@@ -70,9 +70,10 @@ public enum Bench {
         return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
     }
 
-    /// Writes `length` zero bytes at `offset` in 1 MiB pwrites (what LogStore's zero fill does).
-    public static func writeZeros(_ fd: Int32, offset: Int, length: Int) {
-        let chunk = 1 << 20
+    /// Writes `length` zero bytes at `offset` in pwrites of `chunk` bytes. LogStore's
+    /// `.zeroFill` writes 4 KiB at a time; the raw baseline's file is filled in 1 MiB writes
+    /// (a buffered pwrite + fdatasync writes only the blocks it dirtied either way).
+    public static func writeZeros(_ fd: Int32, offset: Int, length: Int, chunk: Int = 1 << 20) {
         let zeros = UnsafeMutableRawPointer.allocate(byteCount: chunk, alignment: 4096)
         defer { zeros.deallocate() }
         memset(zeros, 0, chunk)
@@ -85,9 +86,10 @@ public enum Bench {
         }
     }
 
-    /// The steps of LogStore's `Segment.create` with raw system calls, timed as a whole:
-    /// open(O_CREAT|O_TRUNC) a temporary name, posix_fallocate, (zero fill), write a 4 KiB header
-    /// page, fsync, rename into place, fsync the directory. Returns nanoseconds.
+    /// The steps of LogStore's `Segment.create` (`Segment.preallocate`, then `install`) with raw
+    /// system calls, timed as a whole: open(O_CREAT|O_TRUNC) a temporary name, posix_fallocate,
+    /// (zero fill in 4 KiB pwrites), fsync; write a 4 KiB header page, fdatasync, rename into
+    /// place, fsync the directory. Returns nanoseconds.
     public static func createSegmentLikeFile(directory: String, name: String, size: Int, zeroFill: Bool) -> UInt64 {
         let path = directory + "/" + name
         let temporary = path + ".tmp"
@@ -96,12 +98,13 @@ public enum Bench {
         precondition(fd >= 0, "open \(temporary): errno \(errno)")
         let rc = posix_fallocate(fd, 0, off_t(size))
         precondition(rc == 0, "posix_fallocate: \(rc)")
-        if zeroFill { writeZeros(fd, offset: 0, length: size) }
+        if zeroFill { writeZeros(fd, offset: 0, length: size, chunk: 4096) }
+        precondition(fsync(fd) == 0)
         var header = [UInt8](repeating: 0, count: 4096)
         header[0] = 0x4C
         let w = header.withUnsafeBytes { pwrite(fd, $0.baseAddress, 4096, 0) }
         precondition(w == 4096)
-        precondition(fsync(fd) == 0)
+        precondition(fdatasync(fd) == 0)
         close(fd)
         precondition(rename(temporary, path) == 0)
         let dfd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
@@ -120,14 +123,15 @@ public final class RawSyncFile {
     public let size: Int
     public private(set) var offset = 0
 
-    public init(directory: String, size: Int = 64 << 20) {
+    /// `fillChunk`: the size of the pwrites that zero-fill the file (1 MiB by default).
+    public init(directory: String, size: Int = 64 << 20, fillChunk: Int = 1 << 20) {
         self.path = directory + "/raw.dat"
         self.size = size
         fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         precondition(fd >= 0, "open \(path): errno \(errno)")
         let rc = posix_fallocate(fd, 0, off_t(size))
         precondition(rc == 0, "posix_fallocate: \(rc)")
-        Bench.writeZeros(fd, offset: 0, length: size)
+        Bench.writeZeros(fd, offset: 0, length: size, chunk: fillChunk)
         precondition(fsync(fd) == 0, "fsync: errno \(errno)")
         let dfd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         precondition(fsync(dfd) == 0)

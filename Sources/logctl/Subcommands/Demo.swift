@@ -39,7 +39,7 @@ extension LogCtl {
 
         func run() throws {
             let seed = seed ?? UInt64.random(in: 1...UInt64(UInt32.max))
-            var random = SplitMix(seed: seed)
+            var random = SplitMix64(seed: seed)
             try Demo.prepare(dir)
             print("LogStore demo: \(dir), \(segmentSize) segments, \(sync.rawValue) commits, seed \(seed)\n")
 
@@ -126,7 +126,7 @@ extension LogCtl {
             return text
         }
 
-        static func record(round: Int, index: Int, random: inout SplitMix) -> [UInt8] {
+        static func record(round: Int, index: Int, random: inout SplitMix64) -> [UInt8] {
             let length = Int(random.next() % 6000)
             let filler = (0..<length).map { _ in UInt8(ascii: "a") + UInt8(random.next() % 26) }
             return Array("round \(round) record \(index) ".utf8) + filler
@@ -148,15 +148,3 @@ extension LogCtl {
     }
 }
 
-/// SplitMix64, so that a demo run is repeatable from its seed.
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
