@@ -12,10 +12,20 @@ import SystemPackage
 /// conflicts just like one in another process, and the kernel drops the lock when the holder
 /// dies, so a killed writer never leaves a stale lock behind.
 final class DirectoryLock: Sendable {
+    /// The lock files (device, inode) this process holds. A second writer in this process is
+    /// refused from here at once; a conflict on a file that is *not* here, but whose recorded
+    /// holder is this process, is a child forked while the descriptor was open and not yet
+    /// exec'd (it shares the open file description until exec closes it): that passes quickly.
+    private static let heldByThisProcess = Mutex<Set<[UInt64]>>([])
+
     private let descriptor: Int32
+    private let identity: [UInt64]
     private let released = Atomic<Bool>(false)
 
-    private init(descriptor: Int32) { self.descriptor = descriptor }
+    private init(descriptor: Int32, identity: [UInt64]) {
+        self.descriptor = descriptor
+        self.identity = identity
+    }
 
     static func acquire(directory: String) throws(LogError) -> DirectoryLock {
         let path = directory + "/" + Format.lockFileName
@@ -23,12 +33,37 @@ final class DirectoryLock: Sendable {
         guard fd >= 0 else {
             throw LogError.system(Errno(rawValue: errno), "cannot open the writer lock file", path: path)
         }
-        var result: Int32
-        repeat { result = flock(fd, LOCK_EX | LOCK_NB) } while result == -1 && errno == EINTR
-        if result == -1 {
+        var info = stat()
+        guard fstat(fd, &info) == 0 else {
             let cause = Errno(rawValue: errno)
-            let holder = readHolder(fd)
             Glibc.close(fd)
+            throw LogError.system(cause, "cannot stat the writer lock file", path: path)
+        }
+        let identity = [UInt64(info.st_dev), UInt64(info.st_ino)]
+        let alreadyHeld = heldByThisProcess.withLock { held in
+            if held.contains(identity) { return true }
+            held.insert(identity)
+            return false
+        }
+        if alreadyHeld {
+            Glibc.close(fd)
+            throw LogError(
+                .locked, "the log is locked by a writer (process \(getpid()), this one)", path: path,
+                errno: .wouldBlock)
+        }
+        var attempts = 0
+        while true {
+            if flock(fd, LOCK_EX | LOCK_NB) == 0 { break }
+            let cause = Errno(rawValue: errno)
+            if cause == .interrupted { continue }
+            let holder = readHolder(fd)
+            attempts += 1
+            if cause == .wouldBlock, holder == getpid(), attempts < 100 {
+                usleep(2000)
+                continue
+            }
+            Glibc.close(fd)
+            heldByThisProcess.withLock { _ = $0.remove(identity) }
             if cause == .wouldBlock {
                 let who = holder.map { "process \($0)" } ?? "another process"
                 throw LogError(.locked, "the log is locked by a writer (\(who))", path: path, errno: cause)
@@ -38,7 +73,7 @@ final class DirectoryLock: Sendable {
         let pid = Array("\(getpid())\n".utf8)
         _ = ftruncate(fd, 0)
         _ = pid.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0) }
-        return DirectoryLock(descriptor: fd)
+        return DirectoryLock(descriptor: fd, identity: identity)
     }
 
     /// The pid recorded by the writer that holds the lock of `directory`, or nil when no
@@ -62,7 +97,10 @@ final class DirectoryLock: Sendable {
     }
 
     func release() {
-        if !released.exchange(true, ordering: .acquiringAndReleasing) { Glibc.close(descriptor) }
+        if !released.exchange(true, ordering: .acquiringAndReleasing) {
+            Glibc.close(descriptor)
+            DirectoryLock.heldByThisProcess.withLock { _ = $0.remove(identity) }
+        }
     }
 
     deinit { release() }
