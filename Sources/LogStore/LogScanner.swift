@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
 /// Read-only analysis of a log's segments: where the valid records end, and whether what lies
 /// past that point is a torn tail or damage to data that was already durable.
 ///
@@ -189,8 +195,12 @@ struct LogScanner {
             evidence.nonzeroEnd = position
         }
         // Holes (unwritten preallocated extents with nothing cached) read as zero: skipping them
-        // keeps an open from faulting in the whole unused rest of a segment.
+        // keeps an open from faulting in the whole unused rest of a segment. Readahead is off
+        // meanwhile: it would cache the zeros around each fault, and cached pages count as data
+        // for the next open's SEEK_DATA.
         let dataRanges = segment.descriptor.dataRanges(from: position, to: bytes.count)
+        segment.mapping.advise(MADV_RANDOM, from: position)
+        defer { segment.mapping.advise(MADV_NORMAL, from: position) }
         var rangeIndex = 0
         while position + 8 <= bytes.count {
             while rangeIndex < dataRanges.count, dataRanges[rangeIndex].upperBound <= position { rangeIndex += 1 }

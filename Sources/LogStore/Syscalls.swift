@@ -201,6 +201,14 @@ struct Mapping: ~Copyable {
 
     var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base, count: length) }
 
+    /// `madvise(2)` with `advice` from the page holding `offset` to the end of the mapping.
+    /// Advice only: a failure changes nothing and is ignored.
+    func advise(_ advice: Int32, from offset: Int) {
+        let start = alignDown(offset, to: Format.pageSize)
+        guard start < length else { return }
+        _ = madvise(base + start, length - start, advice)
+    }
+
     /// The pages covering `range` (byte offsets), clipped to the mapping.
     func pages(covering range: Range<Int>) -> Range<Int> {
         let start = alignDown(range.lowerBound, to: Format.pageSize)
