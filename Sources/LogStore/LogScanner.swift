@@ -195,12 +195,14 @@ struct LogScanner {
             evidence.nonzeroEnd = position
         }
         // Holes (unwritten preallocated extents with nothing cached) read as zero: skipping them
-        // keeps an open from faulting in the whole unused rest of a segment. Readahead is off
-        // meanwhile: it would cache the zeros around each fault, and cached pages count as data
-        // for the next open's SEEK_DATA.
+        // keeps an open from faulting in the whole unused rest of a segment. Readahead around
+        // the pages read here caches zeros past the data, and cached pages count as data for
+        // the next open's SEEK_DATA, so those clean pages are dropped again afterwards (turning
+        // readahead off instead, with madvise, left later appends without it).
         let dataRanges = segment.descriptor.dataRanges(from: position, to: bytes.count)
-        segment.mapping.advise(MADV_RANDOM, from: position)
-        defer { segment.mapping.advise(MADV_NORMAL, from: position) }
+        defer {
+            segment.descriptor.dropCachedPages(from: alignUp(evidence.nonzeroEnd, to: Format.pageSize))
+        }
         var rangeIndex = 0
         while position + 8 <= bytes.count {
             while rangeIndex < dataRanges.count, dataRanges[rangeIndex].upperBound <= position { rangeIndex += 1 }

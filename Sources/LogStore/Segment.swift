@@ -176,7 +176,7 @@ public enum Preallocation: String, Sendable, CaseIterable {
     /// `fallocate(2)` only: unwritten extents, converted to written ones as records reach disk
     /// (a small journal update inside the sync). Creating a 64 MiB segment takes well under 1 ms.
     case fallocate
-    /// `fallocate(2)`, then the whole file written with zeros and its cache dropped: every extent
-    /// is already written, so a sync writes only data, but creating a segment writes it twice.
+    /// `fallocate(2)`, then the whole file written with zeros, a page per write: every extent is
+    /// already written, so a sync writes only data, but creating a segment writes it twice.
     case zeroFill = "zero-fill"
 }

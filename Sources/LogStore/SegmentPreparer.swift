@@ -1,9 +1,9 @@
 import Dispatch
 import Synchronization
 
-/// Preallocates the next segment's file in the background (allocated, zero-filled, fsync'd,
-/// under a `*.seg.tmp` name), so that a roll only writes a header page, renames the file and
-/// syncs the directory instead of writing a whole segment inside an append.
+/// Preallocates the next segment's file in the background (allocated, zero-filled too with
+/// `.zeroFill`, fsync'd, under a `*.seg.tmp` name), so that a roll only writes a header page
+/// into it instead of creating a whole file inside an append.
 final class SegmentPreparer: Sendable {
     private enum Slot: Sendable {
         case empty

@@ -106,10 +106,10 @@ struct OwnedDescriptor: ~Copyable {
         return ranges
     }
 
-    /// `posix_fadvise(2)` with `POSIX_FADV_DONTNEED` over the whole file: drops clean cached
-    /// pages. Advice only, so a failure changes nothing and is ignored.
-    func dropCachedPages() {
-        _ = posix_fadvise(raw.rawValue, 0, 0, POSIX_FADV_DONTNEED)
+    /// `posix_fadvise(2)` with `POSIX_FADV_DONTNEED` from `offset` to the end of the file:
+    /// drops clean cached pages (dirty ones stay). Advice only: a failure is ignored.
+    func dropCachedPages(from offset: Int = 0) {
+        _ = posix_fadvise(raw.rawValue, off_t(offset), 0, POSIX_FADV_DONTNEED)
     }
 
     /// `pwrite(2)` of all of `bytes`.
@@ -200,14 +200,6 @@ struct Mapping: ~Copyable {
     deinit { Glibc.munmap(base, length) }
 
     var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base, count: length) }
-
-    /// `madvise(2)` with `advice` from the page holding `offset` to the end of the mapping.
-    /// Advice only: a failure changes nothing and is ignored.
-    func advise(_ advice: Int32, from offset: Int) {
-        let start = alignDown(offset, to: Format.pageSize)
-        guard start < length else { return }
-        _ = madvise(base + start, length - start, advice)
-    }
 
     /// The pages covering `range` (byte offsets), clipped to the mapping.
     func pages(covering range: Range<Int>) -> Range<Int> {
