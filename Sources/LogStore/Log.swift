@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
+import Dispatch
 import Synchronization
 import SystemPackage
 
@@ -84,9 +85,9 @@ public final class Log: Sendable {
         var syncedEnd: Int
         /// Write-back has been started for the pages below this offset.
         var writeBehindEnd: Int
-        /// The temporary name of a segment rolled into but not yet installed: the next commit
-        /// syncs it, renames it and syncs the directory before acknowledging anything in it.
-        var pendingInstall: String? = nil
+        /// Set for a segment rolled into but maybe not installed yet: the next commit waits for
+        /// its installation before acknowledging anything in it.
+        var pendingInstall: PendingInstall? = nil
     }
 
     struct State {
@@ -122,6 +123,8 @@ public final class Log: Sendable {
     private let lock: DirectoryLock?
     /// Nil for read-only opens.
     private let preparer: SegmentPreparer?
+    /// Installs rolled-into segments, one at a time and in order.
+    private let installQueue = DispatchQueue(label: "LogStore.SegmentInstaller")
     private let state: Mutex<State>
     /// Held for the whole of a sync so that `durableLSN` only moves in order.
     private let commitSerializer = Mutex<[(segment: Segment, bytes: Range<Int>)]>([])
@@ -471,9 +474,9 @@ public final class Log: Sendable {
     }
 
     /// Starts the next segment in a file prepared in the background (or preallocated now). The
-    /// roll itself writes only the header; the next commit makes the file durable and gives it
-    /// its name (file fsync, rename, directory fsync) before it acknowledges any record in it,
-    /// so the appends that triggered the roll do not wait for those syncs. With `SyncMode.none`,
+    /// roll itself writes only the header; another thread then makes the file durable and gives
+    /// it its name (file fsync, rename, directory fsync), and the next commit waits for that
+    /// before it acknowledges any record in it, so appends never wait for those syncs. With `SyncMode.none`,
     /// whose commits sync nothing, the segment is installed durably right away instead.
     private func roll(_ state: inout State) throws(LogError) {
         let current = state.segments[state.segments.count - 1].segment
@@ -497,12 +500,13 @@ public final class Log: Sendable {
             }
         }
         let segment: Segment
-        var pending: String?
+        var pending: PendingInstall?
         if options.sync == .none {
             segment = try Segment.install(preallocatedAt: temporaryPath, directory: directory, header: header)
         } else {
             segment = try Segment.openUnnamed(temporaryPath: temporaryPath, directory: directory, header: header)
-            pending = temporaryPath
+            pending = PendingInstall(segment: segment, temporaryPath: temporaryPath, directory: directory,
+                                     on: installQueue)
         }
         state.nextSegmentRequested = false
         state.segments.append(
@@ -528,13 +532,13 @@ public final class Log: Sendable {
         return try commitSerializer.withLock { (ranges) throws(LogError) -> LSN in
             // The range list is kept between commits so that a commit does not allocate.
             ranges.removeAll(keepingCapacity: true)
-            var installs: [(segment: Segment, temporaryPath: String)] = []
+            var installs: [PendingInstall] = []
             let upTo = try state.withLock { (state) throws(LogError) -> LSN? in
                 try state.checkUsable()
                 if state.durableLSN >= target { return nil }
                 for open in state.segments.reversed() {
-                    guard let temporaryPath = open.pendingInstall else { break }
-                    installs.insert((open.segment, temporaryPath), at: 0)
+                    guard let pending = open.pendingInstall else { break }
+                    installs.insert(pending, at: 0)
                 }
                 // Only the newest segments can hold unsynced bytes: stop at the first older
                 // segment whose records are all synced.
@@ -550,11 +554,11 @@ public final class Log: Sendable {
             }
             guard let upTo, options.sync != .none else { return durableLSN }
             ranges.reverse()
-            if !installs.isEmpty { try install(installs) }
+            if !installs.isEmpty { try awaitInstalls(installs) }
             try sync(ranges)
             return state.withLock { state in
-                for (segment, _) in installs {
-                    if let index = state.segments.lastIndex(where: { $0.segment === segment }) {
+                for pending in installs {
+                    if let index = state.segments.lastIndex(where: { $0.segment === pending.segment }) {
                         state.segments[index].pendingInstall = nil
                     }
                 }
@@ -569,21 +573,17 @@ public final class Log: Sendable {
         }
     }
 
-    /// Makes rolled-into segments part of the log, oldest first: file fsync and rename each, then
-    /// one directory fsync. A failure poisons the log like any failed sync.
-    private func install(_ installs: [(segment: Segment, temporaryPath: String)]) throws(LogError) {
-        do {
-            for (segment, temporaryPath) in installs {
-                try FaultInjection.check(.sync, directory: directory)
-                try segment.install(from: temporaryPath)
+    /// Waits until the rolled-into segments are installed. A failed install poisons the log like
+    /// any failed sync.
+    private func awaitInstalls(_ installs: [PendingInstall]) throws(LogError) {
+        for pending in installs {
+            if let error = pending.wait() {
+                let failure = LogError.system(
+                    error, "installing a new segment failed; the log refuses writes until it is reopened",
+                    path: pending.segment.path)
+                state.withLock { $0.poison = $0.poison ?? failure }
+                throw failure
             }
-            try FileSystem.syncDirectory(directory)
-        } catch {
-            let failure = LogError.system(
-                error, "installing a new segment failed; the log refuses writes until it is reopened",
-                path: installs[0].segment.path)
-            state.withLock { $0.poison = $0.poison ?? failure }
-            throw failure
         }
     }
 
@@ -710,5 +710,34 @@ public final class Log: Sendable {
             }
             if let (segment, bytes) = marker { try sync([(segment, bytes)]) }
         }
+    }
+}
+
+/// The installation of a rolled-into segment (file fsync, rename, directory fsync), running on
+/// the log's installer queue while appends go on.
+final class PendingInstall: Sendable {
+    let segment: Segment
+    private let done = DispatchGroup()
+    private let outcome = Mutex<Errno?>(nil)
+
+    init(segment: Segment, temporaryPath: String, directory: String, on queue: DispatchQueue) {
+        self.segment = segment
+        done.enter()
+        queue.async { [self] in
+            do throws(Errno) {
+                try FaultInjection.check(.sync, directory: directory)
+                try segment.install(from: temporaryPath)
+                try FileSystem.syncDirectory(directory)
+            } catch {
+                outcome.withLock { $0 = error }
+            }
+            done.leave()
+        }
+    }
+
+    /// Waits for the installation; nil when it succeeded.
+    func wait() -> Errno? {
+        done.wait()
+        return outcome.withLock { $0 }
     }
 }

@@ -21,9 +21,7 @@ import Testing
         }
         #expect(prepared.count == 1 && prepared[0].hasPrefix("prepared-"))
         while log.segments.count < 2 { try log.append(payload(index, maxLength: 2000)); index += 1 }
-        // Rolled into, but part of the log only once a commit has made it durable.
-        #expect(try temporaryFiles(directory.path) == prepared)
-        #expect(!FileManager.default.fileExists(atPath: segmentPath(directory.path, id: 2)))
+        // Rolled into; installed in the background, and certainly once a commit returns.
         try log.commit()
         // The prepared file became segment 2 (renamed, not copied).
         #expect(try !temporaryFiles(directory.path).contains(prepared[0]))
@@ -55,7 +53,7 @@ import Testing
         #expect(try temporaryFiles(directory.path).isEmpty)
     }
 
-    @Test func recordsInASegmentNotYetInstalledAreNeverAcknowledgedAndVanishInACrash() throws {
+    @Test func recordsInARolledIntoSegmentAreAcknowledgedOnlyByACommit() throws {
         let directory = TemporaryDirectory()
         var committed = 0
         do {
@@ -66,12 +64,30 @@ import Testing
                 if log.segments.count < 2 { try log.commit() } else { committed -= 1 }
             }
             #expect(log.durableLSN == LSN(committed), "the record that rolled is not durable")
-            // Crash before any commit installs segment 2.
+            // Crash before any commit: segment 2 may or may not have been installed yet.
         }
         let log = try Log.open(directory.path, options: options())
-        #expect(log.segments.count == 1)
         #expect(log.writtenLSN >= LSN(committed))
+        for index in 0..<committed { #expect(try log.read(LSN(index + 1)) == payload(index, maxLength: 2000)) }
         #expect(try temporaryFiles(directory.path).isEmpty)
+        try log.close()
+    }
+
+    @Test func failedInstallPoisonsTheLog() throws {
+        let directory = TemporaryDirectory()
+        let log = try Log.open(directory.path, options: options())
+        var index = 0
+        while log.segments[0].bytesUsed < (1 << 20) * 9 / 10 { try log.append(payload(index, maxLength: 2000)); index += 1 }
+        try log.commit()
+        let durable = log.durableLSN
+        // The next sync-like step is the installation of segment 2.
+        FaultInjection.arm(.sync, directory: directory.path, errno: .ioError)
+        defer { FaultInjection.disarm(directory: directory.path) }
+        while log.segments.count < 2 { try log.append(payload(index, maxLength: 2000)); index += 1 }
+        let error = expectLogError(.ioError) { try log.commit() }
+        #expect(error?.path == segmentPath(directory.path, id: 2))
+        #expect(log.durableLSN == durable)
+        expectLogError(.poisoned) { try log.append([1]) }
         try log.close()
     }
 }
