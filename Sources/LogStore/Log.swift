@@ -491,8 +491,10 @@ public final class Log: Sendable {
             temporaryPath = directory + "/" + Format.segmentFileName(id: header.segmentID) + "."
                 + Format.temporaryFileExtension
             do {
+                // No file was prepared in time: allocate now, but leave zero-filling (an
+                // optimization) out of the append path.
                 try Segment.preallocate(temporaryPath, size: segmentSize, preallocation: options.preallocation,
-                                        directory: directory)
+                                        directory: directory, stopZeroFilling: { true })
             } catch {
                 throw LogError.system(
                     error, "cannot create segment \(Format.segmentFileName(id: header.segmentID)) (\(segmentSize) bytes)",

@@ -96,11 +96,12 @@ final class Segment: @unchecked Sendable {
     }
 
     /// Makes a file of `size` bytes whose blocks are all allocated (and, for `.zeroFill`,
-    /// written), and fsyncs it. The name is temporary (`*.seg.tmp`): a writer deletes such
+    /// written, unless `stopZeroFilling` cuts that short), and fsyncs it. The name is temporary (`*.seg.tmp`): a writer deletes such
     /// files when it opens the log. On failure the file is removed.
-    static func preallocate(_ path: String, size: Int, preallocation: Preallocation, directory: String)
-        throws(Errno)
-    {
+    static func preallocate(
+        _ path: String, size: Int, preallocation: Preallocation, directory: String,
+        stopZeroFilling: () -> Bool = { false }
+    ) throws(Errno) {
         do {
             let descriptor = try OwnedDescriptor(path: path, flags: O_RDWR | O_CREAT | O_TRUNC)
             try FaultInjection.check(.segmentPreallocation, directory: directory)
@@ -108,8 +109,15 @@ final class Segment: @unchecked Sendable {
             if preallocation == .zeroFill {
                 // One page per write: large writes leave the file cached in large folios, and a
                 // folio is written back whole, so every later msync of 4 KiB would write up to
-                // 1 MiB (BENCHMARKS.md, "Preallocation").
-                try descriptor.writeZeros(at: 0, length: size, chunkSize: Format.pageSize)
+                // 1 MiB (BENCHMARKS.md, "Preallocation"). Zero-filling is only an optimization
+                // (the blocks are allocated already), so a roll that needs the file now stops it.
+                var filled = 0
+                while filled < size, !stopZeroFilling() {
+                    let chunk = min(256 << 10, size - filled)
+                    try descriptor.writeZeros(at: filled, length: chunk, chunkSize: Format.pageSize)
+                    filled += chunk
+                }
+                if filled < size { return }  // installing the file fdatasyncs it
             }
             try descriptor.sync()
         } catch {
@@ -161,10 +169,10 @@ final class Segment: @unchecked Sendable {
                        mapping: mapping, readableLength: Int(header.segmentSize))
     }
 
-    /// Makes the file durable (`fdatasync`) and gives it its segment name (`rename`). The
-    /// caller fsyncs the directory before acknowledging any record in it.
+    /// Makes the file durable (`fsync`: its data, size and allocation) and gives it its segment
+    /// name (`rename`). The caller fsyncs the directory before acknowledging any record in it.
     func install(from temporaryPath: String) throws(Errno) {
-        try descriptor.dataSync()
+        try descriptor.sync()
         try FileSystem.rename(temporaryPath, to: path)
     }
 }

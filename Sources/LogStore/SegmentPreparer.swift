@@ -18,6 +18,8 @@ final class SegmentPreparer: Sendable {
     private let slot = Mutex<Slot>(.empty)
     private let queue = DispatchQueue(label: "LogStore.SegmentPreparer")
     private let inFlight = DispatchGroup()
+    /// Set by `take()`: a roll needs the file now, so zero-filling stops where it is.
+    private let hurry = Atomic<Bool>(false)
 
     init(directory: String, size: Int, preallocation: Preallocation) {
         self.directory = directory
@@ -40,7 +42,9 @@ final class SegmentPreparer: Sendable {
             let path = directory + "/prepared-" + String(generator.next() as UInt64, radix: 16) + "."
                 + Format.segmentFileExtension + "." + Format.temporaryFileExtension
             do {
-                try Segment.preallocate(path, size: size, preallocation: preallocation, directory: directory)
+                try Segment.preallocate(
+                    path, size: size, preallocation: preallocation, directory: directory,
+                    stopZeroFilling: { hurry.load(ordering: .relaxed) })
                 slot.withLock { $0 = .ready(path: path) }
             } catch {
                 // The roll creates the segment itself and reports the error (e.g. a full disk).
@@ -51,7 +55,9 @@ final class SegmentPreparer: Sendable {
 
     /// Waits for a preparation in flight and hands over the prepared file's path, if any.
     func take() -> String? {
+        hurry.store(true, ordering: .relaxed)
         inFlight.wait()
+        hurry.store(false, ordering: .relaxed)
         return slot.withLock { slot in
             defer { slot = .empty }
             if case .ready(let path) = slot { return path }
