@@ -46,6 +46,10 @@ enum Format {
     /// every record before it provably durable to recovery.
     static let recordTypeCloseMarker: UInt16 = 2
 
+    /// Bounds that keep `lsn + records` and `id + 1` from overflowing (2^63 - 1 each).
+    static let maxLSN = LSN(Int64.max)
+    static let maxSegmentID = UInt64(Int64.max)
+
     static let minSegmentSize = 1 << 20
     static let maxSegmentSize = 1 << 32
     static let defaultSegmentSize = 64 << 20

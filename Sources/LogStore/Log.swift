@@ -129,6 +129,12 @@ public final class Log: Sendable {
     /// Held for the whole of a sync so that `durableLSN` only moves in order.
     private let commitSerializer = Mutex<[(segment: Segment, bytes: Range<Int>)]>([])
 
+    deinit {
+        // Dropped without close (a crash, as far as the log is concerned): let a queued
+        // installation finish before the lock is released with the stored properties.
+        installQueue.sync {}
+    }
+
     /// Opens (or with `createIfMissing`, creates) the log in `directory` as its only writer,
     /// running recovery first.
     public static func open(_ directory: String, options: Options = Options()) throws(LogError) -> Log {
@@ -200,9 +206,7 @@ public final class Log: Sendable {
             }
             do {
                 try FileSystem.makeDirectory(directory)
-                let parent = directory.split(separator: "/", omittingEmptySubsequences: false).dropLast()
-                    .joined(separator: "/")
-                try FileSystem.syncDirectory(parent.isEmpty ? (directory.hasPrefix("/") ? "/" : ".") : parent)
+                try FileSystem.syncDirectory(parentDirectory(of: directory))
             } catch {
                 throw LogError.system(error, "cannot create the log directory", path: directory)
             }
@@ -353,9 +357,17 @@ public final class Log: Sendable {
             }
             if !scan.orphans.isEmpty {
                 for orphan in scan.orphans { try FileSystem.unlink(orphan.path) }
-                try FileSystem.syncDirectory(directory)
             }
+            // Appends go into this segment's mapping: its blocks must be allocated, even if the
+            // file was copied sparsely, so that no page fault can SIGBUS on a full disk.
+            let active = segments[segments.count - 1]
+            try active.descriptor.allocate(offset: 0, length: active.size)
             try makeUnprovenRecordsDurable(scan, segments: segments, directory: directory)
+            // A crash may have come between a rename and its directory fsync (a roll's
+            // installation, the first segment, the directory itself): the names of everything
+            // kept are made durable before anything is acknowledged on top of them.
+            try FileSystem.syncDirectory(directory)
+            try FileSystem.syncDirectory(parentDirectory(of: directory))
         } catch let error as Errno {
             throw LogError.system(error, "recovery could not repair the log", path: directory)
         } catch let error as LogError {
@@ -696,6 +708,9 @@ public final class Log: Sendable {
                 $0.segments.removeAll()
             }
             preparer?.discard()
+            // No installation may rename a file into the directory once another writer can own it.
+            installQueue.sync {}
+            commitSerializer.withLock { $0.removeAll() }
             lock?.release()
         }
         guard !isReadOnly, state.withLock({ $0.poison == nil && !$0.isClosed }) else { return }
@@ -703,7 +718,8 @@ public final class Log: Sendable {
         guard options.sync != .none else { return }
         try commitSerializer.withLock { _ throws(LogError) in
             let marker = try state.withLock { (state) throws(LogError) -> (Segment, Range<Int>)? in
-                let last = state.segments[state.segments.count - 1]
+                // Another thread may have closed the log meanwhile.
+                guard !state.isClosed, let last = state.segments.last else { return nil }
                 guard state.durableLSN == state.writtenLSN,
                     last.end + Format.recordHeaderSize <= segmentSize
                 else { return nil }
@@ -742,4 +758,10 @@ final class PendingInstall: Sendable {
         done.wait()
         return outcome.withLock { $0 }
     }
+}
+
+/// The directory holding `path` ("." for a relative name without a slash).
+func parentDirectory(of path: String) -> String {
+    let parent = path.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
+    return parent.isEmpty ? (path.hasPrefix("/") ? "/" : ".") : parent
 }

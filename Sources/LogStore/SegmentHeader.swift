@@ -62,7 +62,9 @@ struct SegmentHeader: Equatable, Sendable {
             durableLSN: load(64, UInt64.self), flags: load(72, UInt32.self))
         guard load(12, UInt32.self) == UInt32(Format.segmentHeaderSize),
             header.segmentSize >= UInt64(Format.minSegmentSize), header.segmentSize <= UInt64(Format.maxSegmentSize),
-            header.segmentSize % UInt64(Format.pageSize) == 0, header.baseLSN >= 1, header.durableLSN < header.baseLSN
+            header.segmentSize % UInt64(Format.pageSize) == 0, header.baseLSN >= 1, header.durableLSN < header.baseLSN,
+            // Far beyond any real log, and keeps LSN and id arithmetic from overflowing.
+            header.baseLSN <= Format.maxLSN, header.segmentID >= 1, header.segmentID <= Format.maxSegmentID
         else {
             throw LogError(.corruption, "segment header fields out of range", path: path, offset: 0)
         }

@@ -407,6 +407,16 @@ import Testing
         }
     }
 
+    @Test func closingFromManyThreadsAtOnceIsSafe() throws {
+        for round in 0..<30 {
+            let directory = TemporaryDirectory()
+            let log = try Log.open(directory.path, options: options())
+            try log.appendAndCommit(payload(round))
+            DispatchQueue.concurrentPerform(iterations: 4) { _ in try? log.close() }
+            #expect(try readAll(directory.path).count == 1)
+        }
+    }
+
     @Test func closedLogRefusesEverything() throws {
         let directory = TemporaryDirectory()
         let log = try Log.open(directory.path, options: options())

@@ -69,6 +69,17 @@ import Testing
         }
     }
 
+    @Test func lsnsAndIdsThatWouldOverflowAreCorruption() {
+        for header in [
+            SegmentHeader(segmentID: 1, baseLSN: .max, segmentSize: 1 << 20, logID: LogID(high: 1, low: 2), salt: 3,
+                          durableLSN: 0),
+            SegmentHeader(segmentID: .max, baseLSN: 1, segmentSize: 1 << 20, logID: LogID(high: 1, low: 2), salt: 3,
+                          durableLSN: 0),
+        ] {
+            expectLogError(.corruption) { _ = try decode(encoded(header)) }
+        }
+    }
+
     @Test func headerShorterThanAPageIsCorruption() {
         let bytes = Array(encoded()[0..<100])
         let error = expectLogError(.corruption) { _ = try decode(bytes) }
