@@ -496,22 +496,15 @@ public final class Log: Sendable {
         let header = SegmentHeader(
             segmentID: current.id + 1, baseLSN: state.writtenLSN + 1, segmentSize: UInt64(segmentSize), logID: logID,
             salt: generator.next(), durableLSN: state.durableLSN)
+        // With no file prepared in time, allocate one now, but leave zero-filling (an
+        // optimization) out of the append path.
         let temporaryPath: String
         if let prepared = preparer?.take() {
             temporaryPath = prepared
         } else {
-            temporaryPath = directory + "/" + Format.segmentFileName(id: header.segmentID) + "."
-                + Format.temporaryFileExtension
-            do {
-                // No file was prepared in time: allocate now, but leave zero-filling (an
-                // optimization) out of the append path.
-                try Segment.preallocate(temporaryPath, size: segmentSize, preallocation: options.preallocation,
-                                        directory: directory, stopZeroFilling: { true })
-            } catch {
-                throw LogError.system(
-                    error, "cannot create segment \(Format.segmentFileName(id: header.segmentID)) (\(segmentSize) bytes)",
-                    path: temporaryPath)
-            }
+            temporaryPath = try Segment.preallocateTemporary(
+                directory: directory, id: header.segmentID, size: segmentSize, preallocation: options.preallocation,
+                stopZeroFilling: { true })
         }
         let segment: Segment
         var pending: PendingInstall?

@@ -82,22 +82,31 @@ final class Segment: @unchecked Sendable {
     static func create(directory: String, header: SegmentHeader, preallocation: Preallocation)
         throws(LogError) -> Segment
     {
-        let temporaryPath = directory + "/" + Format.segmentFileName(id: header.segmentID) + "."
-            + Format.temporaryFileExtension
-        do {
-            try preallocate(temporaryPath, size: Int(header.segmentSize), preallocation: preallocation,
-                            directory: directory)
-        } catch {
-            throw LogError.system(
-                error, "cannot create segment \(Format.segmentFileName(id: header.segmentID)) (\(header.segmentSize) bytes)",
-                path: temporaryPath)
-        }
+        let temporaryPath = try preallocateTemporary(
+            directory: directory, id: header.segmentID, size: Int(header.segmentSize), preallocation: preallocation)
         return try install(preallocatedAt: temporaryPath, directory: directory, header: header)
     }
 
+    /// Preallocates `<segment name>.seg.tmp` for segment `id` and returns its path.
+    static func preallocateTemporary(
+        directory: String, id: UInt64, size: Int, preallocation: Preallocation,
+        stopZeroFilling: () -> Bool = { false }
+    ) throws(LogError) -> String {
+        let name = Format.segmentFileName(id: id)
+        let temporaryPath = directory + "/" + name + "." + Format.temporaryFileExtension
+        do {
+            try preallocate(temporaryPath, size: size, preallocation: preallocation, directory: directory,
+                            stopZeroFilling: stopZeroFilling)
+        } catch {
+            throw LogError.system(error, "cannot create segment \(name) (\(size) bytes)", path: temporaryPath)
+        }
+        return temporaryPath
+    }
+
     /// Makes a file of `size` bytes whose blocks are all allocated (and, for `.zeroFill`,
-    /// written, unless `stopZeroFilling` cuts that short), and fsyncs it. The name is temporary (`*.seg.tmp`): a writer deletes such
-    /// files when it opens the log. On failure the file is removed.
+    /// written, unless `stopZeroFilling` cuts that short), and fsyncs it. The name is temporary
+    /// (`*.seg.tmp`): a writer deletes such files when it opens the log. On failure the file is
+    /// removed.
     static func preallocate(
         _ path: String, size: Int, preallocation: Preallocation, directory: String,
         stopZeroFilling: () -> Bool = { false }
@@ -117,7 +126,7 @@ final class Segment: @unchecked Sendable {
                     try descriptor.writeZeros(at: filled, length: chunk, chunkSize: Format.pageSize)
                     filled += chunk
                 }
-                if filled < size { return }  // installing the file fdatasyncs it
+                if filled < size { return }  // installing the file fsyncs it
             }
             try descriptor.sync()
         } catch {

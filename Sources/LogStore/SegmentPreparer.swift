@@ -9,7 +9,6 @@ final class SegmentPreparer: Sendable {
         case empty
         case preparing
         case ready(path: String)
-        case failed
     }
 
     private let directory: String
@@ -48,7 +47,7 @@ final class SegmentPreparer: Sendable {
                 slot.withLock { $0 = .ready(path: path) }
             } catch {
                 // The roll creates the segment itself and reports the error (e.g. a full disk).
-                slot.withLock { $0 = .failed }
+                slot.withLock { $0 = .empty }
             }
         }
     }
