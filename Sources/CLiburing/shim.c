@@ -38,6 +38,25 @@ int logstore_uring_submit_fdatasync(logstore_uring *r, int fd, uint64_t user_dat
     return rc < 0 ? rc : 0;
 }
 
+int logstore_uring_queue_fdatasync_range(logstore_uring *r, int fd, uint64_t offset, uint32_t length,
+                                         uint64_t user_data) {
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&r->ring);
+    if (!sqe) return -EBUSY;
+    io_uring_prep_fsync(sqe, fd, IORING_FSYNC_DATASYNC);
+    sqe->off = offset;
+    sqe->len = length;
+    io_uring_sqe_set_data64(sqe, user_data);
+    return 0;
+}
+
+int logstore_uring_submit(logstore_uring *r) {
+    int rc;
+    do {
+        rc = io_uring_submit(&r->ring);
+    } while (rc == -EINTR);
+    return rc;
+}
+
 int logstore_uring_wait(logstore_uring *r, uint64_t *user_data, int32_t *result) {
     struct io_uring_cqe *cqe;
     int rc;

@@ -7,6 +7,8 @@ enum FaultInjection {
     enum Point: Hashable, Sendable {
         case segmentPreallocation
         case sync
+        /// Creating the io_uring of a log opened with `SyncMode.uring`.
+        case uringSetup
     }
 
     struct Rule: Sendable {

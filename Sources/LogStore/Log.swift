@@ -45,6 +45,10 @@ public final class Log: Sendable {
     public enum SyncMode: String, Sendable, CaseIterable {
         /// `msync(MS_SYNC)` over the page-aligned dirty ranges only.
         case msync
+        /// `fdatasync` submitted through io_uring (IORING_OP_FSYNC with IORING_FSYNC_DATASYNC,
+        /// bounded to the dirty pages), reaped by the committing thread while appends go on.
+        /// Opening fails with `syncModeUnavailable` where io_uring is disabled.
+        case uring
         /// `fdatasync` of each segment with dirty pages.
         case fdatasync
         /// No sync: `commit` returns at once and `durableLSN` never moves.
@@ -100,6 +104,10 @@ public final class Log: Sendable {
         /// Whether the file for the next segment is being prepared (once the active segment is
         /// half full).
         var nextSegmentRequested = false
+        /// Syncs started so far; a record appended now is covered by sync `syncsStarted + 1`.
+        var syncsStarted: UInt64 = 0
+        /// The number of the sync that covers `writtenLSN` (the first to start after its append).
+        var writtenCoveredBy: UInt64 = 1
 
         func checkUsable() throws(LogError) {
             if isClosed { throw LogError(.closed, "the log is closed") }
@@ -125,11 +133,26 @@ public final class Log: Sendable {
     private let preparer: SegmentPreparer?
     /// Installs rolled-into segments, one at a time and in order.
     private let installQueue = DispatchQueue(label: "LogStore.SegmentInstaller")
-    private let state: Mutex<State>
-    /// Held for the whole of a sync so that `durableLSN` only moves in order.
-    private let commitSerializer = Mutex<[(segment: Segment, bytes: Range<Int>)]>([])
+    let state: SleepingLock<State>
+    /// Held by the thread running a sync (the group commit's leader), so that syncs run one at
+    /// a time and `durableLSN` only moves in order.
+    let syncEngine: Mutex<SyncEngine>
+    /// `state.durableLSN`, readable without the lock by waiters.
+    let durableWatermark: Atomic<LSN>
+    /// Set once the log is poisoned or closed: waiters stop waiting.
+    let refusing = Atomic<Bool>(false)
+    /// Notified when an odd (index 1) or even (index 0) numbered sync finishes, and both when
+    /// `refusing` is set.
+    let syncCompleted = [EventCount(), EventCount()]
+    /// The highest LSN a waiting caller asked the syncer thread to make durable.
+    let requestedLSN = Atomic<LSN>(0)
+    /// Runs syncs while callers wait (nil for read-only logs and `SyncMode.none`).
+    let syncer: SyncerThread?
+    let asyncWaiters = Mutex<[AsyncWaiter]>([])
+    let asyncWaiterCount = Atomic<Int>(0)
 
     deinit {
+        syncer?.stop()
         // Dropped without close (a crash, as far as the log is concerned): let a queued
         // installation finish before the lock is released with the stored properties.
         installQueue.sync {}
@@ -161,6 +184,19 @@ public final class Log: Sendable {
                 .invalidArgument, "segment size \(options.segmentSize) must be 1 MiB to 4 GiB and a multiple of 4096",
                 path: directory)
         }
+        // Checked before anything is created or locked: an unusable mode changes nothing on disk.
+        var ring: IOURing?
+        if options.sync == .uring && !readOnly {
+            do throws(Errno) {
+                try FaultInjection.check(.uringSetup, directory: directory)
+                ring = try IOURing()
+            } catch {
+                throw LogError(
+                    .syncModeUnavailable,
+                    "io_uring is not available (\(error)); LogStore does not fall back to another sync mode, "
+                        + "open with msync or fdatasync instead", path: directory, errno: error)
+            }
+        }
         let create = options.createIfMissing && !readOnly
         try Log.prepareDirectory(directory, create: create)
         // Refuse a directory that is not a log before creating a lock file in it.
@@ -185,12 +221,17 @@ public final class Log: Sendable {
                             writeBehindEnd: scanned.end))
         }
         let written = scan.nextLSN - 1
-        state = Mutex(
+        syncEngine = Mutex(SyncEngine(ring: ring))
+        durableWatermark = Atomic(readOnly ? scan.provenDurableLSN : written)
+        state = SleepingLock(
             State(segments: open, firstLSN: first.header.baseLSN, writtenLSN: written,
                   durableLSN: readOnly ? scan.provenDurableLSN : written))
         var finalReport = report
         finalReport.applied = !readOnly
         recoveryReport = finalReport
+        syncer = readOnly || options.sync == .none ? nil : SyncerThread()
+        let weakSelf = WeakLog(self)
+        syncer?.start { syncer in Log.runSyncer(syncer, log: weakSelf) }
     }
 
     private static func prepareDirectory(_ directory: String, create: Bool) throws(LogError) {
@@ -411,6 +452,11 @@ public final class Log: Sendable {
     /// Appends one record and returns its LSN. The record is not durable until `commit` returns.
     @discardableResult
     public func append(_ payload: UnsafeRawBufferPointer) throws(LogError) -> LSN {
+        try appendReturningSync(payload).lsn
+    }
+
+    /// Appends and returns the LSN with the number of the sync that will cover it.
+    private func appendReturningSync(_ payload: UnsafeRawBufferPointer) throws(LogError) -> (lsn: LSN, sync: UInt64) {
         guard !isReadOnly else { throw LogError(.readOnly, "the log was opened read-only", path: directory) }
         guard payload.count <= maxRecordSize else {
             throw LogError(
@@ -418,15 +464,19 @@ public final class Log: Sendable {
                 "record of \(payload.count) bytes exceeds the \(maxRecordSize)-byte maximum for \(segmentSize)-byte segments",
                 path: directory)
         }
-        return try state.withLock { (state) throws(LogError) -> LSN in
+        return try state.withLock { (state) throws(LogError) -> (lsn: LSN, sync: UInt64) in
             try state.checkUsable()
-            return try appendLocked(&state, type: Format.recordTypeData, payload: payload)
+            return (try appendLocked(&state, type: Format.recordTypeData, payload: payload), state.writtenCoveredBy)
         }
     }
 
     /// Appends one record and returns its LSN. The record is not durable until `commit` returns.
     @discardableResult
     public func append(_ payload: some Sequence<UInt8>) throws(LogError) -> LSN {
+        try appendWithoutWaiting(payload)
+    }
+
+    private func appendWithoutWaiting(_ payload: some Sequence<UInt8>) throws(LogError) -> LSN {
         let result: Result<LSN, LogError>? = payload.withContiguousStorageIfAvailable { buffer in
             Result { () throws(LogError) -> LSN in try append(UnsafeRawBufferPointer(buffer)) }
         }
@@ -437,8 +487,19 @@ public final class Log: Sendable {
     /// Appends one record and returns its LSN once it is durable.
     @discardableResult
     public func appendAndCommit(_ payload: some Sequence<UInt8>) throws(LogError) -> LSN {
-        let lsn = try append(payload)
-        try commit()
+        let result: Result<LSN, LogError>? = payload.withContiguousStorageIfAvailable { buffer in
+            Result { () throws(LogError) -> LSN in try appendAndCommit(UnsafeRawBufferPointer(buffer)) }
+        }
+        if let result { return try result.get() }
+        return try appendAndCommit(Array(payload))
+    }
+
+    /// Appends one record and returns its LSN once it is durable (one lock round for both).
+    @discardableResult
+    public func appendAndCommit(_ payload: UnsafeRawBufferPointer) throws(LogError) -> LSN {
+        let (lsn, sync) = try appendReturningSync(payload)
+        guard options.sync != .none else { return lsn }
+        _ = try waitUntilDurable(lsn, coveredBy: sync)
         return lsn
     }
 
@@ -468,6 +529,7 @@ public final class Log: Sendable {
         if type == Format.recordTypeData {
             state.segments[index].recordOffsets.append(UInt32(offset))
             state.writtenLSN = lsn
+            state.writtenCoveredBy = state.syncsStarted + 1
         }
         state.segments[index].end = offset + footprint
         if !state.nextSegmentRequested, offset + footprint > segmentSize / 2 {
@@ -525,97 +587,48 @@ public final class Log: Sendable {
     // MARK: - Committing
 
     /// Returns once every record appended before this call is durable, and returns `durableLSN`.
-    /// With `SyncMode.none` it returns at once and nothing becomes durable.
+    /// Concurrent callers share syncs (group commit, see GroupCommit.swift). With
+    /// `SyncMode.none` it returns at once and nothing becomes durable.
     ///
     /// After a failed sync the log is poisoned: this and every later append or commit throws,
     /// and `durableLSN` never moves again, until the log is closed and reopened.
     @discardableResult
     public func commit() throws(LogError) -> LSN {
         guard !isReadOnly else { throw LogError(.readOnly, "the log was opened read-only", path: directory) }
+        let (target, sync) = try state.withLock { (state) throws(LogError) -> (LSN, UInt64) in
+            try state.checkUsable()
+            return (state.writtenLSN, state.writtenCoveredBy)
+        }
+        guard options.sync != .none else { return durableLSN }
+        return try waitUntilDurable(target, coveredBy: sync)
+    }
+
+    /// `commit()` for async callers: suspends until every record appended before the call is
+    /// durable, without blocking a thread of the cooperative pool.
+    @discardableResult
+    public func commit() async throws(LogError) -> LSN {
+        guard !isReadOnly else { throw LogError(.readOnly, "the log was opened read-only", path: directory) }
         let target = try state.withLock { (state) throws(LogError) -> LSN in
             try state.checkUsable()
             return state.writtenLSN
         }
-        return try commitSerializer.withLock { (ranges) throws(LogError) -> LSN in
-            // The range list is kept between commits so that a commit does not allocate.
-            ranges.removeAll(keepingCapacity: true)
-            var installs: [PendingInstall] = []
-            let upTo = try state.withLock { (state) throws(LogError) -> LSN? in
-                try state.checkUsable()
-                if state.durableLSN >= target { return nil }
-                for open in state.segments.reversed() {
-                    guard let pending = open.pendingInstall else { break }
-                    installs.insert(pending, at: 0)
-                }
-                // Only the newest segments can hold unsynced bytes: stop at the first older
-                // segment whose records are all synced.
-                for index in state.segments.indices.reversed() {
-                    let open = state.segments[index]
-                    if open.end > open.syncedEnd {
-                        ranges.append((open.segment, open.syncedEnd..<open.end))
-                    } else if open.end > Format.segmentHeaderSize {
-                        break
-                    }
-                }
-                return state.writtenLSN
-            }
-            guard let upTo, options.sync != .none else { return durableLSN }
-            ranges.reverse()
-            if !installs.isEmpty { try awaitInstalls(installs) }
-            try sync(ranges)
-            return state.withLock { state in
-                for pending in installs {
-                    if let index = state.segments.lastIndex(where: { $0.segment === pending.segment }) {
-                        state.segments[index].pendingInstall = nil
-                    }
-                }
-                for (segment, bytes) in ranges {
-                    if let index = state.segments.lastIndex(where: { $0.segment === segment }) {
-                        state.segments[index].syncedEnd = max(state.segments[index].syncedEnd, bytes.upperBound)
-                    }
-                }
-                state.durableLSN = max(state.durableLSN, upTo)
-                return state.durableLSN
-            }
-        }
+        guard options.sync != .none else { return durableLSN }
+        return try await awaitDurable(target)
     }
 
-    /// Waits until the rolled-into segments are installed. A failed install poisons the log like
-    /// any failed sync.
-    private func awaitInstalls(_ installs: [PendingInstall]) throws(LogError) {
-        for pending in installs {
-            if let error = pending.wait() {
-                let failure = LogError.system(
-                    error, "installing a new segment failed; the log refuses writes until it is reopened",
-                    path: pending.segment.path)
-                state.withLock { $0.poison = $0.poison ?? failure }
-                throw failure
-            }
-        }
-    }
-
-    private func sync(_ ranges: [(segment: Segment, bytes: Range<Int>)]) throws(LogError) {
-        for (segment, bytes) in ranges {
-            do {
-                try FaultInjection.check(.sync, directory: directory)
-                switch options.sync {
-                case .msync:
-                    let pages = segment.mapping.pages(covering: bytes)
-                    FaultInjection.noteSync(directory: directory, segment: segment.name, bytes: pages)
-                    try segment.mapping.sync(pages: pages)
-                case .fdatasync:
-                    FaultInjection.noteSync(directory: directory, segment: segment.name, bytes: bytes)
-                    try segment.descriptor.dataSync()
-                case .none: break
-                }
-            } catch {
-                let failure = LogError.system(
-                    error, "\(options.sync.rawValue) failed; the log refuses writes until it is reopened",
-                    path: segment.path, offset: UInt64(bytes.lowerBound))
-                state.withLock { $0.poison = $0.poison ?? failure }
-                throw failure
-            }
-        }
+    /// Appends one record and returns its LSN once it is durable, suspending (not blocking) in
+    /// between; records appended concurrently share one sync. With `SyncMode.none` it returns
+    /// at once and the record is not durable.
+    ///
+    /// In async code this overload wins over the synchronous `append(_:)`, which does not wait;
+    /// to append without waiting there, pass an `UnsafeRawBufferPointer`
+    /// (`try bytes.withUnsafeBytes { try log.append($0) }`) and `commit` later.
+    @discardableResult
+    public func append(_ payload: some Sequence<UInt8> & Sendable) async throws(LogError) -> LSN {
+        let lsn = try appendWithoutWaiting(payload)
+        guard options.sync != .none else { return lsn }
+        _ = try await awaitDurable(lsn)
+        return lsn
     }
 
     // MARK: - Reading
@@ -625,7 +638,7 @@ public final class Log: Sendable {
     public var writtenLSN: LSN { state.withLock { $0.writtenLSN } }
     /// The last LSN covered by a completed sync. For a read-only open: the last LSN the log
     /// proves was durable.
-    public var durableLSN: LSN { state.withLock { $0.durableLSN } }
+    public var durableLSN: LSN { durableWatermark.load(ordering: .acquiring) }
 
     /// The record at `lsn`, which must be in `firstLSN...writtenLSN`.
     public func record(_ lsn: LSN) throws(LogError) -> Record {
@@ -700,16 +713,24 @@ public final class Log: Sendable {
                 $0.isClosed = true
                 $0.segments.removeAll()
             }
+            // Whoever still waits for a record that did not become durable gets `closed`.
+            refusing.store(true, ordering: .sequentiallyConsistent)
+            syncer?.stop()
+            syncCompleted.forEach { $0.notifyAll() }
+            resumeAsyncWaiters()
             preparer?.discard()
             // No installation may rename a file into the directory once another writer can own it.
             installQueue.sync {}
-            commitSerializer.withLock { $0.removeAll() }
+            syncEngine.withLock { engine in
+                engine.ranges.removeAll()
+                engine.installs.removeAll()
+            }
             lock?.release()
         }
         guard !isReadOnly, state.withLock({ $0.poison == nil && !$0.isClosed }) else { return }
         try commit()
         guard options.sync != .none else { return }
-        try commitSerializer.withLock { _ throws(LogError) in
+        try syncEngine.withLock { (engine) throws(LogError) in
             let marker = try state.withLock { (state) throws(LogError) -> (Segment, Range<Int>)? in
                 // Another thread may have closed the log meanwhile.
                 guard !state.isClosed, let last = state.segments.last else { return nil }
@@ -719,7 +740,13 @@ public final class Log: Sendable {
                 _ = try appendLocked(&state, type: Format.recordTypeCloseMarker, payload: UnsafeRawBufferPointer(start: nil, count: 0))
                 return (last.segment, last.syncedEnd..<(last.end + Format.recordHeaderSize))
             }
-            if let (segment, bytes) = marker { try sync([(segment, bytes)]) }
+            guard let (segment, bytes) = marker else { return }
+            engine.ranges.removeAll(keepingCapacity: true)
+            engine.ranges.append((segment, bytes))
+            do throws(LogError) { try sync(&engine) } catch {
+                poison(error)
+                throw error
+            }
         }
     }
 }

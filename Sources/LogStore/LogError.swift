@@ -22,6 +22,9 @@ public struct LogError: Error, Sendable, Equatable, CustomStringConvertible {
         case permissionDenied
         /// Any other system call failure.
         case ioError
+        /// The requested sync mode cannot run here (io_uring disabled or missing); LogStore never
+        /// falls back to another mode silently.
+        case syncModeUnavailable
         /// A sync failed earlier; the log refuses writes until it is reopened.
         case poisoned
         /// The log was opened read-only, or was closed.

@@ -12,7 +12,10 @@ import Glibc
 import Musl
 #endif
 import BenchSupport
+import Dispatch
+import Foundation
 import LogStore
+import Synchronization
 
 /// print, flushed at once (progress stays visible through a pipe to tee).
 func say(_ line: String) {
@@ -28,7 +31,10 @@ struct Settings {
     var bulk = 1_000_000
     var crcBytes = 4 << 30
     var dir = "/tmp"
-    var sections: Set<String> = ["serial", "bulk", "crc", "prealloc", "folio", "recovery"]
+    var sections: Set<String> = ["serial", "bulk", "crc", "prealloc", "folio", "recovery", "concurrent"]
+    var writers = [1, 4, 16, 64]
+    var modes: [Log.SyncMode] = [.msync, .uring, .fdatasync]
+    var seconds = 2.0
 }
 
 nonisolated(unsafe) var settings = Settings()  // written once, before anything runs
@@ -45,10 +51,14 @@ do {
         case "--bulk": settings.bulk = Int(value(arg))!
         case "--crc-bytes": settings.crcBytes = Int(value(arg))!
         case "--dir": settings.dir = value(arg)
+        case "--writers": settings.writers = value(arg).split(separator: ",").map { Int($0)! }
+        case "--modes": settings.modes = value(arg).split(separator: ",").map { Log.SyncMode(rawValue: String($0))! }
+        case "--seconds": settings.seconds = Double(value(arg))!
         case "--only": settings.sections = Set(value(arg).split(separator: ",").map(String.init))
         case "-h", "--help":
             say("usage: LogStoreMeasure [--reps N] [--records N] [--bulk N] [--crc-bytes N] [--dir PATH] "
-                + "[--only serial,bulk,crc,prealloc,folio,recovery]")
+                + "[--only serial,bulk,crc,prealloc,folio,recovery,concurrent] [--writers 1,4,16,64] "
+                + "[--modes msync,uring,fdatasync] [--seconds S]")
             exit(0)
         default: fatalError("unknown argument \(arg)")
         }
@@ -180,6 +190,44 @@ func runBulk(count: Int, segmentSize: Int, preallocation: Preallocation, writeBe
     return BulkResult(
         append: Double(count) / (Double(appended - start) / 1e9),
         total: Double(count) / (Double(committed - start) / 1e9), commitMS: ms(committed - appended))
+}
+
+// MARK: - Durable concurrent
+
+/// `writers` threads, each appending a 128-byte record and waiting until it is durable, for
+/// `seconds`: durable records/s, and the p50/p99 of append+commit in microseconds.
+func runConcurrent(mode: Log.SyncMode, writers: Int, seconds: Double) throws -> (Double, Double, Double) {
+    let dir = Bench.makeTemporaryDirectory("logstore-measure-concurrent", base: settings.dir)
+    defer { Bench.removeDirectory(dir) }
+    let log = try Log.open(dir, options: Log.Options(createIfMissing: true, sync: mode))
+    let stop = Atomic<Bool>(false)
+    let latencies = Mutex<[UInt64]>([])
+    let group = DispatchGroup()
+    let start = Bench.now()
+    for _ in 0..<writers {
+        group.enter()
+        Thread {
+            var mine: [UInt64] = []
+            mine.reserveCapacity(200_000)
+            payload.withUnsafeBytes { bytes in
+                while !stop.load(ordering: .relaxed) {
+                    let t0 = Bench.now()
+                    try! log.appendAndCommit(bytes)
+                    mine.append(Bench.now() - t0)
+                }
+            }
+            latencies.withLock { $0.append(contentsOf: mine) }
+            group.leave()
+        }.start()
+    }
+    Thread.sleep(forTimeInterval: seconds)
+    stop.store(true, ordering: .relaxed)
+    group.wait()
+    let total = Bench.now() - start
+    try log.close()
+    let sorted = latencies.withLock { $0.sorted() }
+    return (Double(sorted.count) / (Double(total) / 1e9), us(Bench.percentile(sorted, 0.5)),
+            us(Bench.percentile(sorted, 0.99)))
 }
 
 // MARK: - Page-cache folio diagnostic
@@ -456,6 +504,32 @@ if settings.sections.contains("recovery") {
     summary.append("|---|---:|")
     summary.append("| Log.open (writer: scan, recovery, lock) | \(fmt(Bench.median(writer), 2)) |")
     summary.append("| Log.openReadOnly | \(fmt(Bench.median(reader), 2)) |")
+    summary.append("")
+}
+
+// (f): group commit: W threads, each appending one record and waiting until it is durable.
+if settings.sections.contains("concurrent") {
+    say("\n== durable-concurrent: W writers x (append 128 B + commit) for \(settings.seconds) s ==")
+    var results: [String: [(Double, Double, Double)]] = [:]
+    for rep in 0..<settings.reps {
+        for mode in settings.modes {
+            for writers in settings.writers {
+                let r = try runConcurrent(mode: mode, writers: writers, seconds: settings.seconds)
+                results["\(mode.rawValue) \(writers)", default: []].append(r)
+                say("rep \(rep + 1) \(mode.rawValue) W=\(writers): \(grouped(r.0)) records/s, p50 \(fmt(r.1)) us, "
+                    + "p99 \(fmt(r.2)) us")
+            }
+        }
+    }
+    summary.append("| Mode | writers | durable records/s | p50 us | p99 us |")
+    summary.append("|---|---:|---:|---:|---:|")
+    for mode in settings.modes {
+        for writers in settings.writers {
+            let rs = results["\(mode.rawValue) \(writers)"]!
+            summary.append("| \(mode.rawValue) | \(writers) | \(grouped(Bench.median(rs.map(\.0)))) | "
+                + "\(fmt(Bench.median(rs.map(\.1)))) | \(fmt(Bench.median(rs.map(\.2)))) |")
+        }
+    }
     summary.append("")
 }
 

@@ -17,6 +17,15 @@ void logstore_uring_destroy(logstore_uring *ring);
 /// Queues and submits IORING_OP_FSYNC with IORING_FSYNC_DATASYNC. Returns 0 or -errno.
 int logstore_uring_submit_fdatasync(logstore_uring *ring, int fd, uint64_t user_data);
 
+/// Queues (without submitting) IORING_OP_FSYNC with IORING_FSYNC_DATASYNC over
+/// [offset, offset + length) only, as sync_file_range-bounded fdatasync (length 0: to the end
+/// of the file). Returns 0, or -EBUSY when the submission queue is full.
+int logstore_uring_queue_fdatasync_range(logstore_uring *ring, int fd, uint64_t offset, uint32_t length,
+                                         uint64_t user_data);
+
+/// io_uring_submit(3) of everything queued. Returns the number submitted or -errno.
+int logstore_uring_submit(logstore_uring *ring);
+
 /// io_uring_wait_cqe(3): waits for one completion, stores its user_data and result
 /// (0 or -errno of the operation), and marks it seen. Returns 0 or -errno of the wait.
 int logstore_uring_wait(logstore_uring *ring, uint64_t *user_data, int32_t *result);

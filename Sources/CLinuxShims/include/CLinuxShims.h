@@ -14,4 +14,22 @@ int64_t logstore_seek_data(int fd, int64_t offset);
 /// lseek(2) with SEEK_HOLE: the first offset >= `offset` in a hole (end of file counts as one).
 int64_t logstore_seek_hole(int fd, int64_t offset);
 
+/// An event count over one futex word: waiters read the epoch, re-check their condition, then
+/// sleep until the epoch moves; a notifier bumps the epoch and wakes every sleeper with a
+/// single futex(2) call (FUTEX_WAKE, only when someone sleeps). Fields are accessed atomically.
+typedef struct logstore_eventcount {
+    uint32_t epoch;
+    int32_t sleepers;
+} logstore_eventcount;
+
+/// The epoch to pass to `logstore_eventcount_wait` (acquire load).
+uint32_t logstore_eventcount_prepare(logstore_eventcount *count);
+
+/// futex(2) FUTEX_WAIT_PRIVATE: sleeps unless the epoch has moved past `epoch`; may return
+/// spuriously, so callers re-check their condition.
+void logstore_eventcount_wait(logstore_eventcount *count, uint32_t epoch);
+
+/// Bumps the epoch and, if anyone sleeps, futex(2) FUTEX_WAKE_PRIVATE for all of them.
+void logstore_eventcount_notify_all(logstore_eventcount *count);
+
 #endif

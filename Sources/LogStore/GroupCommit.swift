@@ -1,0 +1,266 @@
+import Dispatch
+import Synchronization
+import SystemPackage
+
+/// What only the thread leading a group commit touches, under `Log.syncEngine`: the scratch
+/// lists reused by every sync (so that a commit does not allocate) and the io_uring.
+struct SyncEngine: ~Copyable {
+    var ranges: [(segment: Segment, bytes: Range<Int>)] = []
+    var installs: [PendingInstall] = []
+    var uringRequests: [(descriptor: Int32, bytes: Range<Int>)] = []
+    let ring: IOURing?
+
+    init(ring: consuming IOURing?) { self.ring = ring }
+}
+
+/// The syncer thread's reference to its log: weak, so that a log dropped without `close`
+/// is deinitialized (and stops the thread).
+final class WeakLog: @unchecked Sendable {
+    // Unchecked: set once before the thread starts; loading a weak reference is thread-safe.
+    weak var log: Log?
+    init(_ log: Log) { self.log = log }
+}
+
+/// A task waiting in `append(_:) async` or `commit() async`.
+struct AsyncWaiter: Sendable {
+    let lsn: LSN
+    let continuation: CheckedContinuation<Result<LSN, LogError>, Never>
+}
+
+// Group commit. Every append is covered by the next sync to start after it; syncs are
+// numbered (`State.syncsStarted`), so a caller knows which sync it waits for. A caller that
+// needs LSN n durable either finds it durable; or, when no sync is running, leads one itself
+// (the serial case: no thread hand-off); or posts a request for the syncer thread, which runs
+// syncs back to back while requests are pending (one sync runs while the next batch forms),
+// and sleeps. A finished sync wakes, with one futex call, only the callers it covered: they
+// sleep on the event count of their sync's parity, so callers that came after it started stay
+// asleep. Async callers register a continuation that the syncer resumes: the cooperative pool
+// never blocks.
+extension Log {
+    /// Blocks until `lsn`, written before sync number `sync` started, is durable; returns the
+    /// durable LSN then.
+    func waitUntilDurable(_ lsn: LSN, coveredBy sync: UInt64) throws(LogError) -> LSN {
+        let completion = syncCompleted[Int(sync & 1)]
+        var posted = false
+        while true {
+            let epoch = completion.prepareWait()
+            let durable = durableWatermark.load(ordering: .acquiring)
+            if durable >= lsn { return durable }
+            if refusing.load(ordering: .acquiring) { throw refusal() }
+            if !posted {
+                let led = syncEngine.withLockIfAvailable { engine in leadOneSync(&engine) }
+                if let led {
+                    announce(led)
+                    continue
+                }
+                postRequest(lsn)
+                posted = true
+            }
+            completion.wait(epoch)
+        }
+    }
+
+    /// Suspends (without blocking a thread of the cooperative pool) until `lsn` is durable.
+    func awaitDurable(_ lsn: LSN) async throws(LogError) -> LSN {
+        let durable = durableWatermark.load(ordering: .acquiring)
+        if durable >= lsn { return durable }
+        if refusing.load(ordering: .acquiring) { throw refusal() }
+        let result = await withCheckedContinuation { (continuation: CheckedContinuation<Result<LSN, LogError>, Never>) in
+            asyncWaiters.withLock { $0.append(AsyncWaiter(lsn: lsn, continuation: continuation)) }
+            asyncWaiterCount.add(1, ordering: .sequentiallyConsistent)
+            // A sync that finished between the check above and the registration did not see
+            // this waiter.
+            if durableWatermark.load(ordering: .sequentiallyConsistent) >= lsn
+                || refusing.load(ordering: .sequentiallyConsistent)
+            {
+                resumeAsyncWaiters()
+            } else {
+                postRequest(lsn)
+            }
+        }
+        return try result.get()
+    }
+
+    /// Asks the syncer thread for a sync covering `lsn`.
+    private func postRequest(_ lsn: LSN) {
+        var current = requestedLSN.load(ordering: .relaxed)
+        while current < lsn {
+            let (exchanged, original) = requestedLSN.compareExchange(
+                expected: current, desired: lsn, ordering: .sequentiallyConsistent)
+            if exchanged { break }
+            current = original
+        }
+        syncer?.wake.notifyAll()
+    }
+
+    /// The syncer thread's loop: while a request is not durable yet, run the next sync.
+    static func runSyncer(_ syncer: SyncerThread, log weakLog: WeakLog) {
+        while !syncer.isStopping {
+            let epoch = syncer.wake.prepareWait()
+            // A strong reference for one round only: a log dropped without `close` still stops it.
+            guard let log = weakLog.log else { return }
+            if log.requestedLSN.load(ordering: .sequentiallyConsistent)
+                > log.durableWatermark.load(ordering: .sequentiallyConsistent),
+                !log.refusing.load(ordering: .acquiring)
+            {
+                if let finished = log.syncEngine.withLock({ engine in log.leadOneSync(&engine) }) {
+                    log.announce(finished)
+                }
+                continue
+            }
+            _ = consume log
+            syncer.wake.wait(epoch)
+        }
+    }
+
+    /// Wakes the callers a finished sync covered (everyone, when the log started refusing).
+    private func announce(_ finished: UInt64?) {
+        if let finished, !refusing.load(ordering: .acquiring) {
+            syncCompleted[Int(finished & 1)].notifyAll()
+        } else {
+            syncCompleted[0].notifyAll()
+            syncCompleted[1].notifyAll()
+        }
+        if asyncWaiterCount.load(ordering: .sequentiallyConsistent) > 0 { resumeAsyncWaiters() }
+    }
+
+    /// Resumes every async waiter whose LSN is durable (all of them, with the error, once the
+    /// log refuses writes).
+    func resumeAsyncWaiters() {
+        let failure: LogError? = refusing.load(ordering: .sequentiallyConsistent) ? refusal() : nil
+        let durable = durableWatermark.load(ordering: .sequentiallyConsistent)
+        var ready: [AsyncWaiter] = []
+        asyncWaiters.withLock { waiters in
+            waiters.removeAll { waiter in
+                guard failure != nil || waiter.lsn <= durable else { return false }
+                ready.append(waiter)
+                return true
+            }
+        }
+        if !ready.isEmpty { asyncWaiterCount.subtract(ready.count, ordering: .sequentiallyConsistent) }
+        for waiter in ready {
+            if let failure, waiter.lsn > durable {
+                waiter.continuation.resume(returning: .failure(failure))
+            } else {
+                waiter.continuation.resume(returning: .success(durable))
+            }
+        }
+    }
+
+    /// The error for a caller whose record is not durable once the log refuses writes: the
+    /// failure that poisoned it, or `closed`.
+    func refusal() -> LogError {
+        state.withLock { state in
+            state.poison ?? LogError(.closed, "the log was closed before the record was durable", path: directory)
+        }
+    }
+
+    /// Runs one sync covering every record written now, as the only syncer, and returns its
+    /// number (nil when there was nothing to sync). A failure poisons the log (waiters then see
+    /// `refusing`); it is never retried.
+    func leadOneSync(_ engine: inout SyncEngine) -> UInt64? {
+        engine.ranges.removeAll(keepingCapacity: true)
+        engine.installs.removeAll(keepingCapacity: true)
+        let started = state.withLock { state -> (LSN, UInt64)? in
+            if state.poison != nil || state.isClosed || state.durableLSN >= state.writtenLSN { return nil }
+            state.syncsStarted += 1
+            for open in state.segments.reversed() {
+                guard let pending = open.pendingInstall else { break }
+                engine.installs.insert(pending, at: 0)
+            }
+            // Only the newest segments can hold unsynced bytes: stop at the first older
+            // segment whose records are all synced.
+            for index in state.segments.indices.reversed() {
+                let open = state.segments[index]
+                if open.end > open.syncedEnd {
+                    engine.ranges.append((open.segment, open.syncedEnd..<open.end))
+                } else if open.end > Format.segmentHeaderSize {
+                    break
+                }
+            }
+            return (state.writtenLSN, state.syncsStarted)
+        }
+        guard let (target, number) = started else { return nil }
+        engine.ranges.reverse()
+        do throws(LogError) {
+            try awaitInstalls(engine.installs)
+            try sync(&engine)
+        } catch {
+            poison(error)
+            return number
+        }
+        state.withLock { state in
+            for pending in engine.installs {
+                if let index = state.segments.lastIndex(where: { $0.segment === pending.segment }) {
+                    state.segments[index].pendingInstall = nil
+                }
+            }
+            for (segment, bytes) in engine.ranges {
+                if let index = state.segments.lastIndex(where: { $0.segment === segment }) {
+                    state.segments[index].syncedEnd = max(state.segments[index].syncedEnd, bytes.upperBound)
+                }
+            }
+            state.durableLSN = max(state.durableLSN, target)
+            durableWatermark.store(state.durableLSN, ordering: .sequentiallyConsistent)
+        }
+        return number
+    }
+
+    /// Records the first failure; `durableLSN` never moves again and every waiter not yet
+    /// durable gets `failure`.
+    func poison(_ failure: LogError) {
+        state.withLock { $0.poison = $0.poison ?? failure }
+        refusing.store(true, ordering: .sequentiallyConsistent)
+    }
+
+    /// Waits until the rolled-into segments are installed. A failed install fails the sync.
+    private func awaitInstalls(_ installs: [PendingInstall]) throws(LogError) {
+        for pending in installs {
+            if let error = pending.wait() {
+                throw LogError.system(
+                    error, "installing a new segment failed; the log refuses writes until it is reopened",
+                    path: pending.segment.path)
+            }
+        }
+    }
+
+    /// Makes `engine.ranges` durable in the log's mode, noting each completed sync for tests.
+    func sync(_ engine: inout SyncEngine) throws(LogError) {
+        func failure(_ error: Errno, _ segment: Segment, _ bytes: Range<Int>) -> LogError {
+            LogError.system(
+                error, "\(options.sync.rawValue) failed; the log refuses writes until it is reopened",
+                path: segment.path, offset: UInt64(bytes.lowerBound))
+        }
+        switch options.sync {
+        case .none:
+            return
+        case .msync, .fdatasync:
+            for (segment, bytes) in engine.ranges {
+                let pages = segment.mapping.pages(covering: bytes)
+                do throws(Errno) {
+                    try FaultInjection.check(.sync, directory: directory)
+                    if options.sync == .msync {
+                        try segment.mapping.sync(pages: pages)
+                    } else {
+                        try segment.descriptor.dataSync()
+                    }
+                } catch { throw failure(error, segment, bytes) }
+                FaultInjection.noteSync(directory: directory, segment: segment.name, bytes: pages)
+            }
+        case .uring:
+            engine.uringRequests.removeAll(keepingCapacity: true)
+            for (segment, bytes) in engine.ranges {
+                engine.uringRequests.append((segment.descriptor.raw.rawValue, segment.mapping.pages(covering: bytes)))
+            }
+            let outcomes = engine.ring!.dataSync(engine.uringRequests)
+            for ((segment, bytes), outcome) in zip(engine.ranges, outcomes) {
+                // An injected failure stands for the completion's result, as a real one would.
+                do throws(Errno) {
+                    try FaultInjection.check(.sync, directory: directory)
+                    if let outcome { throw outcome }
+                } catch { throw failure(error, segment, bytes) }
+                FaultInjection.noteSync(directory: directory, segment: segment.name, bytes: segment.mapping.pages(covering: bytes))
+            }
+        }
+    }
+}

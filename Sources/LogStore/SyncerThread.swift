@@ -1,0 +1,55 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import Synchronization
+
+/// The thread that runs a log's group-commit syncs back to back while callers are waiting.
+/// It is a plain pthread, not a Dispatch or cooperative-pool thread, because it blocks in
+/// msync/fdatasync/io_uring waits for the log's lifetime.
+final class SyncerThread: Sendable {
+    /// Notified when a caller posts a request (or the log closes).
+    let wake = EventCount()
+    private let stopping = Atomic<Bool>(false)
+    private let thread: Mutex<pthread_t?>
+
+    init() { thread = Mutex(nil) }
+
+    /// Starts the thread; `body` runs once and should loop until `isStopping`.
+    func start(_ body: @escaping @Sendable (SyncerThread) -> Void) {
+        final class Start: Sendable {
+            let body: @Sendable () -> Void
+            init(_ body: @escaping @Sendable () -> Void) { self.body = body }
+        }
+        // The thread keeps this object alive until `body` returns; `body` must hold its log only
+        // weakly between rounds, so that dropping the log still stops the thread.
+        let start = Start { body(self) }
+        var handle = pthread_t()
+        let created = pthread_create(
+            &handle, nil,
+            { context in
+                Unmanaged<Start>.fromOpaque(context!).takeRetainedValue().body()
+                return nil
+            }, Unmanaged.passRetained(start).toOpaque())
+        precondition(created == 0, "pthread_create failed: \(created)")
+        thread.withLock { $0 = handle }
+    }
+
+    var isStopping: Bool { stopping.load(ordering: .acquiring) }
+
+    /// Asks the thread to finish and waits for it (unless called from the thread itself).
+    func stop() {
+        stopping.store(true, ordering: .sequentiallyConsistent)
+        wake.notifyAll()
+        guard let handle = thread.withLock({ (handle: inout pthread_t?) -> pthread_t? in
+            defer { handle = nil }
+            return handle
+        }) else { return }
+        if pthread_equal(handle, pthread_self()) != 0 {
+            pthread_detach(handle)
+        } else {
+            pthread_join(handle, nil)
+        }
+    }
+}

@@ -1,0 +1,250 @@
+import Foundation
+import Histogram
+import LogStore
+import Synchronization
+import SystemPackage
+
+/// What one timed loop of `logctl bench` measured.
+struct BenchMeasurement {
+    /// Records made durable.
+    var records: Int
+    /// Wall time of the timed part.
+    var nanoseconds: UInt64
+    /// Per-commit latency in nanoseconds; nil for bulk, which has one commit.
+    var latency: Histogram<UInt64>?
+}
+
+/// The timed loops of `logctl bench`: through the library, and the raw `pwrite` + `fdatasync`
+/// baseline they are compared with. Every loop reuses one payload buffer, so nothing in it
+/// allocates per record.
+struct BenchRunner: Sendable {
+    let payload: [UInt8]
+
+    init(size: Int) {
+        payload = [UInt8](repeating: 0xA5, count: size)
+    }
+
+    var size: Int { payload.count }
+
+    /// A fixed range (1 ns to an hour, 3 significant digits) so that recording never resizes,
+    /// and so that per-thread histograms share a layout and can be merged.
+    static func makeHistogram() -> Histogram<UInt64> {
+        Histogram(
+            lowestDiscernibleValue: 1, highestTrackableValue: latencyCeiling, numberOfSignificantValueDigits: .three)
+    }
+
+    static let latencyCeiling: UInt64 = 3_600_000_000_000
+
+    // MARK: - Through the library
+
+    /// One writer; each record durable before the next is appended.
+    func durableSerial(_ log: Log, records: Int) throws -> BenchMeasurement {
+        var histogram = Self.makeHistogram()
+        let start = monotonicNanoseconds()
+        try payload.withUnsafeBufferPointer { buffer in
+            for _ in 0..<records {
+                let before = monotonicNanoseconds()
+                try log.appendAndCommit(buffer)
+                histogram.record(min(monotonicNanoseconds() - before, Self.latencyCeiling))
+            }
+        }
+        return BenchMeasurement(records: records, nanoseconds: monotonicNanoseconds() - start, latency: histogram)
+    }
+
+    /// `writers` threads, each appending one record and waiting for it to be durable, until
+    /// `duration` has passed. The clock starts once every thread is ready to go.
+    func durableConcurrent(_ log: Log, writers: Int, duration: Double) throws -> BenchMeasurement {
+        let run = ConcurrentRun()
+        let payload = payload
+        for _ in 0..<writers {
+            run.finished.enter()
+            let thread = Thread {
+                // Each writer keeps its own histogram: sharing one would put a lock (or a data
+                // race) inside the timed loop.
+                var histogram = Self.makeHistogram()
+                var count = 0
+                run.ready.signal()
+                run.go.wait()
+                let deadline = run.deadline.load(ordering: .acquiring)
+                payload.withUnsafeBufferPointer { buffer in
+                    while !run.stop.load(ordering: .relaxed) {
+                        let before = monotonicNanoseconds()
+                        do { try log.appendAndCommit(buffer) } catch {
+                            run.fail(error)
+                            break
+                        }
+                        let after = monotonicNanoseconds()
+                        histogram.record(min(after - before, Self.latencyCeiling))
+                        count += 1
+                        if after >= deadline { break }
+                    }
+                }
+                run.results.withLock { $0.append((count, histogram)) }
+                run.finished.leave()
+            }
+            thread.start()
+        }
+        for _ in 0..<writers { run.ready.wait() }
+        let start = monotonicNanoseconds()
+        run.deadline.store(start + UInt64(duration * 1e9), ordering: .releasing)
+        for _ in 0..<writers { run.go.signal() }
+        run.finished.wait()
+        let elapsed = monotonicNanoseconds() - start
+        if let failure = run.failure.withLock({ $0 }) { throw failure }
+        var merged = Self.makeHistogram()
+        var records = 0
+        for (count, histogram) in run.results.withLock({ $0 }) {
+            records += count
+            merged.add(histogram)
+        }
+        return BenchMeasurement(records: records, nanoseconds: elapsed, latency: merged)
+    }
+
+    /// One writer appends every record, then one commit makes them all durable.
+    func bulk(_ log: Log, records: Int) throws -> BenchMeasurement {
+        let start = monotonicNanoseconds()
+        try payload.withUnsafeBytes { buffer in
+            for _ in 0..<records { try log.append(buffer) }
+        }
+        try log.commit()
+        return BenchMeasurement(records: records, nanoseconds: monotonicNanoseconds() - start, latency: nil)
+    }
+
+    // MARK: - Raw baseline
+
+    /// `pwrite` + `fdatasync` per record into a preallocated file: the least a durable append
+    /// can cost on this disk with one writer.
+    func rawSerial(path: String, records: Int) throws -> BenchMeasurement {
+        let file = try RawFile(path: path, capacity: records * size)
+        var histogram = Self.makeHistogram()
+        let start = monotonicNanoseconds()
+        try payload.withUnsafeBytes { buffer in
+            for index in 0..<records {
+                let before = monotonicNanoseconds()
+                try file.write(buffer, at: index * size)
+                try file.dataSync()
+                histogram.record(min(monotonicNanoseconds() - before, Self.latencyCeiling))
+            }
+        }
+        return BenchMeasurement(records: records, nanoseconds: monotonicNanoseconds() - start, latency: histogram)
+    }
+
+    /// The same loop run for `duration` instead of a record count (durable-concurrent's baseline).
+    func rawTimed(path: String, duration: Double) throws -> BenchMeasurement {
+        // How many records fit in `duration` is unknown beforehand: start with 64 MiB (more than
+        // most disks sync in a few seconds) and extend when a fast one gets there.
+        let chunk = max(64 << 20, size)
+        let file = try RawFile(path: path, capacity: chunk)
+        var histogram = Self.makeHistogram()
+        var records = 0
+        let start = monotonicNanoseconds()
+        let deadline = start + UInt64(duration * 1e9)
+        try payload.withUnsafeBytes { buffer in
+            while true {
+                let offset = records * size
+                if offset + size > file.capacity { try file.extend(by: chunk) }
+                let before = monotonicNanoseconds()
+                try file.write(buffer, at: offset)
+                try file.dataSync()
+                let after = monotonicNanoseconds()
+                histogram.record(min(after - before, Self.latencyCeiling))
+                records += 1
+                if after >= deadline { break }
+            }
+        }
+        return BenchMeasurement(records: records, nanoseconds: monotonicNanoseconds() - start, latency: histogram)
+    }
+
+    /// `pwrite` of every record, then one `fdatasync`.
+    func rawBulk(path: String, records: Int) throws -> BenchMeasurement {
+        let file = try RawFile(path: path, capacity: records * size)
+        let start = monotonicNanoseconds()
+        try payload.withUnsafeBytes { buffer in
+            for index in 0..<records { try file.write(buffer, at: index * size) }
+        }
+        try file.dataSync()
+        return BenchMeasurement(records: records, nanoseconds: monotonicNanoseconds() - start, latency: nil)
+    }
+}
+
+/// What the writer threads of one durable-concurrent row share.
+private final class ConcurrentRun: Sendable {
+    let ready = DispatchSemaphore(value: 0)
+    let go = DispatchSemaphore(value: 0)
+    let finished = DispatchGroup()
+    let deadline = Atomic<UInt64>(0)
+    /// Set by the first writer that fails, so that the others stop too.
+    let stop = Atomic<Bool>(false)
+    let failure = Mutex<(any Error)?>(nil)
+    let results = Mutex<[(count: Int, histogram: Histogram<UInt64>)]>([])
+
+    func fail(_ error: any Error) {
+        failure.withLock { if $0 == nil { $0 = error } }
+        stop.store(true, ordering: .relaxed)
+    }
+}
+
+/// The raw baseline's file, preallocated and fsync'd before any timing so that the timed loop
+/// pays for data (and unwritten-extent conversion, as the log does), not for allocation.
+private final class RawFile {
+    let path: String
+    let descriptor: Int32
+    private(set) var capacity = 0
+
+    init(path: String, capacity: Int) throws {
+        self.path = path
+        descriptor = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        guard descriptor >= 0 else { throw systemCallError("cannot create the raw baseline file", path: path) }
+        try extend(by: capacity)
+    }
+
+    deinit { close(descriptor) }
+
+    func extend(by bytes: Int) throws {
+        // posix_fallocate rejects a zero length (0-byte records need no space at all).
+        if bytes > 0 {
+            let result = posix_fallocate(descriptor, off_t(capacity), off_t(bytes))
+            guard result == 0 else {
+                throw systemCallError("cannot preallocate the raw baseline file", path: path, errno: result)
+            }
+        }
+        guard fsync(descriptor) == 0 else { throw systemCallError("cannot fsync the raw baseline file", path: path) }
+        capacity += bytes
+    }
+
+    func write(_ buffer: UnsafeRawBufferPointer, at offset: Int) throws {
+        var done = 0
+        while done < buffer.count {
+            let written = pwrite(descriptor, buffer.baseAddress! + done, buffer.count - done, off_t(offset + done))
+            if written < 0 {
+                if errno == EINTR { continue }
+                throw systemCallError("pwrite failed", path: path)
+            }
+            done += written
+        }
+    }
+
+    func dataSync() throws {
+        guard fdatasync(descriptor) == 0 else { throw systemCallError("fdatasync failed", path: path) }
+    }
+}
+
+/// A failed system call of the benchmark itself (raw baseline, directories), classified like the
+/// library's own errors so that logctl exits with the same codes.
+func systemCallError(_ what: String, path: String, errno code: Int32 = errno) -> LogError {
+    let kind: LogError.Code
+    switch code {
+    case ENOSPC, EDQUOT: kind = .noSpace
+    case EACCES, EPERM, EROFS: kind = .permissionDenied
+    case ENOENT: kind = .notFound
+    default: kind = .ioError
+    }
+    return LogError(kind, "\(what): \(String(cString: strerror(code)))", path: path, errno: Errno(rawValue: code))
+}
+
+@inline(__always)
+func monotonicNanoseconds() -> UInt64 {
+    var now = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &now)
+    return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
+}
