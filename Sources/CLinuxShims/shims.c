@@ -36,3 +36,27 @@ void logstore_eventcount_notify_all(logstore_eventcount *count) {
         syscall(SYS_futex, &count->epoch, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
     }
 }
+
+void logstore_lock_acquire_contended(logstore_lock *lock) {
+    // A short spin catches a holder that is running on the other CPU; beyond that the holder
+    // was probably preempted, and spinning would only delay it.
+    for (int spin = 0; spin < 64; spin++) {
+        uint32_t expected = 0;
+        if (__atomic_load_n(&lock->state, __ATOMIC_RELAXED) == 0
+            && __atomic_compare_exchange_n(&lock->state, &expected, 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
+            return;
+        }
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#elif defined(__aarch64__)
+        __asm__ volatile("yield");
+#endif
+    }
+    while (__atomic_exchange_n(&lock->state, 2, __ATOMIC_ACQUIRE) != 0) {
+        syscall(SYS_futex, &lock->state, FUTEX_WAIT_PRIVATE, 2, NULL, NULL, 0);
+    }
+}
+
+void logstore_lock_wake_one(logstore_lock *lock) {
+    syscall(SYS_futex, &lock->state, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}

@@ -1,37 +1,33 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#endif
+import CLinuxShims
 
-/// A lock that puts a contending thread to sleep at once (a default `pthread_mutex_t`), for the
-/// log's state, which every append takes. `Synchronization.Mutex` spins before it sleeps: right
-/// for short sections on idle cores, but with 64 appending threads on 2 CPUs, `perf` showed
-/// 44 % of all CPU time spinning in it on a lock whose holder had been preempted.
+/// The lock around the log's state, which every append takes. `Synchronization.Mutex` spins
+/// for a long time before it sleeps: right on idle cores, but with 64 appending threads on 2
+/// CPUs `perf` showed 44 % of all CPU time spinning in it on a lock whose holder had been
+/// preempted; a `pthread_mutex_t` fixed that but costs two calls per append. This one (see
+/// `logstore_lock` in CLinuxShims) spins briefly, then sleeps, and its uncontended paths are
+/// inlined atomics.
 final class SleepingLock<Value>: @unchecked Sendable {
-    // Unchecked: `value` is only reached through `withLock`, under `mutex`.
-    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    // Unchecked: `value` is only reached through `withLock`, under `lock`.
+    private let lock: UnsafeMutablePointer<logstore_lock>
     private let value: UnsafeMutablePointer<Value>
 
     init(_ initialValue: Value) {
-        mutex = .allocate(capacity: 1)
-        mutex.initialize(to: pthread_mutex_t())
-        pthread_mutex_init(mutex, nil)
+        lock = .allocate(capacity: 1)
+        lock.initialize(to: logstore_lock(state: 0))
         value = .allocate(capacity: 1)
         value.initialize(to: initialValue)
     }
 
     deinit {
-        pthread_mutex_destroy(mutex)
-        mutex.deallocate()
+        lock.deallocate()
         value.deinitialize(count: 1)
         value.deallocate()
     }
 
     @inline(__always)
     func withLock<Result, Failure: Error>(_ body: (inout Value) throws(Failure) -> Result) throws(Failure) -> Result {
-        pthread_mutex_lock(mutex)
-        defer { pthread_mutex_unlock(mutex) }
+        logstore_lock_acquire(lock)
+        defer { logstore_lock_release(lock) }
         return try body(&value.pointee)
     }
 }

@@ -32,4 +32,29 @@ void logstore_eventcount_wait(logstore_eventcount *count, uint32_t epoch);
 /// Bumps the epoch and, if anyone sleeps, futex(2) FUTEX_WAKE_PRIVATE for all of them.
 void logstore_eventcount_notify_all(logstore_eventcount *count);
 
+/// A futex-based lock (Drepper's "Futexes Are Tricky", mutex 2): 0 free, 1 held, 2 held with
+/// sleepers. Unlike Swift's Mutex it spins only briefly before futex(2) FUTEX_WAIT, and its
+/// uncontended paths are one atomic instruction inlined into the caller.
+typedef struct logstore_lock {
+    uint32_t state;
+} logstore_lock;
+
+/// The contended paths of `logstore_lock_acquire`/`logstore_lock_release`.
+void logstore_lock_acquire_contended(logstore_lock *lock);
+void logstore_lock_wake_one(logstore_lock *lock);
+
+static inline void logstore_lock_acquire(logstore_lock *lock) {
+    uint32_t expected = 0;
+    if (__builtin_expect(__atomic_compare_exchange_n(&lock->state, &expected, 1, 0, __ATOMIC_ACQUIRE,
+                                                     __ATOMIC_RELAXED), 1)) {
+        return;
+    }
+    logstore_lock_acquire_contended(lock);
+}
+
+static inline void logstore_lock_release(logstore_lock *lock) {
+    if (__builtin_expect(__atomic_exchange_n(&lock->state, 0, __ATOMIC_RELEASE) == 1, 1)) return;
+    logstore_lock_wake_one(lock);
+}
+
 #endif
