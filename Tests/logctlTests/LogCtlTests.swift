@@ -36,6 +36,18 @@ import Testing
         #expect(limited.stdout.contains("tab\there") || limited.stdout.contains("\t\t"))
     }
 
+    @Test(arguments: ["msync", "uring", "fdatasync"])
+    func appendInEachDurableSyncModePrintsTheLSNsItMadeDurable(mode: String) throws {
+        let scratch = Scratch()
+        let directory = scratch.child("log")
+        let appended = try logctl(["append", directory, "--create", "--sync", mode, "--batch", "3"],
+                                  input: (1...10).map { "record \($0)" }.joined(separator: "\n") + "\n")
+        #expect(appended.status == 0, "\(appended.stderr)")
+        #expect(appended.stdout == (1...10).map { "\($0)\n" }.joined())
+        let verify = try logctl(["verify", directory])
+        #expect(verify.status == 0, "\(verify.stderr)")
+    }
+
     @Test func appendWithSyncNonePrintsNothing() throws {
         let scratch = Scratch()
         let result = try logctl(["append", scratch.child("log"), "--create", "--sync", "none"], input: "a\nb\n")

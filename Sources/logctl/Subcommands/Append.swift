@@ -20,7 +20,7 @@ extension LogCtl {
         @Flag(help: "Create the log (and its directory) when missing.")
         var create = false
 
-        @Option(help: "How commits make records durable: msync, fdatasync or none.")
+        @Option(help: "How commits make records durable: msync, uring, fdatasync or none.")
         var sync: Log.SyncMode = .msync
 
         @Option(help: "Commit after every N records (and at end of input).")
