@@ -48,8 +48,9 @@ extension Log {
             if durable >= lsn { return durable }
             if refusing.load(ordering: .acquiring) { throw refusal() }
             if !posted {
-                let led = syncEngine.withLockIfAvailable { engine in leadOneSync(&engine) }
-                if let led {
+                // Lead only while the syncer thread is idle: while it runs syncs back to back, a
+                // caller taking the lock between two of them would make it block on the lock.
+                if syncer?.isBusy != true, let led = syncEngine.withLockIfAvailable({ engine in leadOneSync(&engine) }) {
                     announce(led)
                     continue
                 }
@@ -94,7 +95,7 @@ extension Log {
     }
 
     /// The syncer thread's loop: while a request is not durable yet, run the next sync.
-    static func runSyncer(_ syncer: SyncerThread, log weakLog: WeakLog) {
+    static func runSyncer(_ syncer: LoopThread, log weakLog: WeakLog) {
         while !syncer.isStopping {
             let epoch = syncer.wake.prepareWait()
             // A strong reference for one round only: a log dropped without `close` still stops it.
@@ -103,18 +104,52 @@ extension Log {
                 > log.durableWatermark.load(ordering: .sequentiallyConsistent),
                 !log.refusing.load(ordering: .acquiring)
             {
+                syncer.isBusy = true
                 if let finished = log.syncEngine.withLock({ engine in log.leadOneSync(&engine) }) {
-                    log.announce(finished)
+                    if log.requestedLSN.load(ordering: .sequentiallyConsistent)
+                        > log.durableWatermark.load(ordering: .sequentiallyConsistent),
+                        !log.refusing.load(ordering: .acquiring), let waker = log.waker
+                    {
+                        // More callers wait: start their sync now and let the waker pay for the
+                        // wake-ups (one try_to_wake_up per covered caller) meanwhile.
+                        log.finishedSync.store(finished, ordering: .sequentiallyConsistent)
+                        waker.wake.notifyAll()
+                    } else {
+                        log.announce(finished)
+                    }
                 }
                 continue
             }
             _ = consume log
+            // Callers lead their own syncs again while this thread sleeps; a request posted after
+            // the check above moved the epoch, so the wait returns at once.
+            syncer.isBusy = false
             syncer.wake.wait(epoch)
         }
     }
 
+    /// The waker thread's loop: announces the syncs the syncer finished and handed over.
+    static func runWaker(_ waker: LoopThread, log weakLog: WeakLog) {
+        var announced: UInt64 = 0
+        while !waker.isStopping {
+            let epoch = waker.wake.prepareWait()
+            guard let log = weakLog.log else { return }
+            let finished = log.finishedSync.load(ordering: .sequentiallyConsistent)
+            if finished > announced {
+                // Two parities cover every sync finished since the last round; a caller woken
+                // for a sync that is not its own re-checks and sleeps again.
+                if finished - announced > 1 { log.syncCompleted[Int((finished - 1) & 1)].notifyAll() }
+                log.announce(finished)
+                announced = finished
+                continue
+            }
+            _ = consume log
+            waker.wake.wait(epoch)
+        }
+    }
+
     /// Wakes the callers a finished sync covered (everyone, when the log started refusing).
-    private func announce(_ finished: UInt64?) {
+    func announce(_ finished: UInt64?) {
         if let finished, !refusing.load(ordering: .acquiring) {
             syncCompleted[Int(finished & 1)].notifyAll()
         } else {

@@ -147,12 +147,17 @@ public final class Log: Sendable {
     /// The highest LSN a waiting caller asked the syncer thread to make durable.
     let requestedLSN = Atomic<LSN>(0)
     /// Runs syncs while callers wait (nil for read-only logs and `SyncMode.none`).
-    let syncer: SyncerThread?
+    let syncer: LoopThread?
+    /// Wakes the callers of syncs the syncer finished while it went on with the next one.
+    let waker: LoopThread?
+    /// The last sync the syncer finished and handed to the waker to announce.
+    let finishedSync = Atomic<UInt64>(0)
     let asyncWaiters = Mutex<[AsyncWaiter]>([])
     let asyncWaiterCount = Atomic<Int>(0)
 
     deinit {
         syncer?.stop()
+        waker?.stop()
         // Dropped without close (a crash, as far as the log is concerned): let a queued
         // installation finish before the lock is released with the stored properties.
         installQueue.sync {}
@@ -229,9 +234,11 @@ public final class Log: Sendable {
         var finalReport = report
         finalReport.applied = !readOnly
         recoveryReport = finalReport
-        syncer = readOnly || options.sync == .none ? nil : SyncerThread()
+        syncer = readOnly || options.sync == .none ? nil : LoopThread()
+        waker = syncer == nil ? nil : LoopThread()
         let weakSelf = WeakLog(self)
         syncer?.start { syncer in Log.runSyncer(syncer, log: weakSelf) }
+        waker?.start { waker in Log.runWaker(waker, log: weakSelf) }
     }
 
     private static func prepareDirectory(_ directory: String, create: Bool) throws(LogError) {
@@ -716,6 +723,7 @@ public final class Log: Sendable {
             // Whoever still waits for a record that did not become durable gets `closed`.
             refusing.store(true, ordering: .sequentiallyConsistent)
             syncer?.stop()
+            waker?.stop()
             syncCompleted.forEach { $0.notifyAll() }
             resumeAsyncWaiters()
             preparer?.discard()

@@ -5,19 +5,22 @@ import Musl
 #endif
 import Synchronization
 
-/// The thread that runs a log's group-commit syncs back to back while callers are waiting.
-/// It is a plain pthread, not a Dispatch or cooperative-pool thread, because it blocks in
-/// msync/fdatasync/io_uring waits for the log's lifetime.
-final class SyncerThread: Sendable {
-    /// Notified when a caller posts a request (or the log closes).
+/// A log's background thread that sleeps on an event count between rounds of work: the syncer,
+/// which runs group-commit syncs back to back while callers wait, and the waker, which wakes
+/// the callers of a finished sync while the syncer already runs the next one. A plain pthread,
+/// not a Dispatch or cooperative-pool thread, because it blocks in msync/fdatasync/io_uring
+/// waits and futex sleeps for the log's lifetime.
+final class LoopThread: Sendable {
+    /// Notified when there is work (or the log closes).
     let wake = EventCount()
     private let stopping = Atomic<Bool>(false)
+    private let busy = Atomic<Bool>(false)
     private let thread: Mutex<pthread_t?>
 
     init() { thread = Mutex(nil) }
 
     /// Starts the thread; `body` runs once and should loop until `isStopping`.
-    func start(_ body: @escaping @Sendable (SyncerThread) -> Void) {
+    func start(_ body: @escaping @Sendable (LoopThread) -> Void) {
         final class Start: Sendable {
             let body: @Sendable () -> Void
             init(_ body: @escaping @Sendable () -> Void) { self.body = body }
@@ -37,6 +40,12 @@ final class SyncerThread: Sendable {
     }
 
     var isStopping: Bool { stopping.load(ordering: .acquiring) }
+
+    /// Whether the thread is running syncs (set by the thread itself).
+    var isBusy: Bool {
+        get { busy.load(ordering: .relaxed) }
+        set { busy.store(newValue, ordering: .relaxed) }
+    }
 
     /// Asks the thread to finish and waits for it (unless called from the thread itself).
     func stop() {
