@@ -54,6 +54,62 @@ enum FaultInjection {
         observed.withLock { if $0[directory] != nil { $0[directory]!.append((segment, bytes)) } }
     }
 
+    // MARK: Observing syncs and crash points (the power-loss simulator)
+
+    /// What the power-loss simulator needs to know to keep a durable image of every file: each
+    /// completed sync, and the places where it may crash the log.
+    enum Event: Sendable {
+        /// `fsync`/`fdatasync` of the whole file now at `path` completed.
+        case fileSynced(path: String)
+        /// A sync of these page-aligned bytes of the file at `path` completed (msync, or the
+        /// range-bounded io_uring fdatasync).
+        case pagesSynced(path: String, pages: Range<Int>)
+        /// `fsync` of the directory completed: its entries are durable.
+        case directorySynced(path: String)
+        /// A named place where a crash is interesting (after an append, around a sync, at a
+        /// roll, between recovery steps).
+        case crashPoint(name: String, directory: String)
+    }
+
+    private static let observers = Mutex<[(prefix: String, handler: @Sendable (Event) -> Void)]>([])
+    private static let observing = Atomic<Bool>(false)
+
+    /// Calls `handler`, synchronously on the thread concerned, for every event about a path
+    /// under `prefix` (a crash point's log directory counts as its path).
+    static func observe(under prefix: String, _ handler: @escaping @Sendable (Event) -> Void) {
+        observers.withLock { $0.append((prefix, handler)) }
+        observing.store(true, ordering: .releasing)
+    }
+
+    static func stopObserving(under prefix: String) {
+        let empty = observers.withLock { list in
+            list.removeAll { $0.prefix == prefix }
+            return list.isEmpty
+        }
+        if empty { observing.store(false, ordering: .releasing) }
+    }
+
+    static var isObserving: Bool { observing.load(ordering: .acquiring) }
+
+    @inline(__always)
+    static func emit(_ event: @autoclosure () -> Event) {
+        guard observing.load(ordering: .acquiring) else { return }
+        let event = event()
+        let path: String
+        switch event {
+        case .fileSynced(let p), .pagesSynced(let p, _), .directorySynced(let p): path = p
+        case .crashPoint(_, let directory): path = directory
+        }
+        let handlers = observers.withLock { list in list.filter { path.hasPrefix($0.prefix) }.map(\.handler) }
+        for handler in handlers { handler(event) }
+    }
+
+    @inline(__always)
+    static func crashPoint(_ name: @autoclosure () -> String, directory: String) {
+        guard observing.load(ordering: .acquiring) else { return }
+        emit(.crashPoint(name: name(), directory: directory))
+    }
+
     static func disarm(directory: String) {
         observed.withLock { _ = $0.removeValue(forKey: directory) }
         let empty = rules.withLock { rules in

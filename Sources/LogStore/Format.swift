@@ -45,6 +45,10 @@ enum Format {
     /// Written by a clean close: carries `lsn` = the last data LSN, consumes no LSN, and makes
     /// every record before it provably durable to recovery.
     static let recordTypeCloseMarker: UInt16 = 2
+    /// Written before a sync with a `commitAlignment`: carries `lsn` = the last data LSN,
+    /// consumes no LSN, and its zero payload fills the rest of the sector or page, so that the
+    /// next record starts where no sync has written yet.
+    static let recordTypePadding: UInt16 = 3
 
     /// Bounds that keep `lsn + records` and `id + 1` from overflowing (2^63 - 1 each).
     static let maxLSN = LSN(Int64.max)

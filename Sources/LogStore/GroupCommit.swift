@@ -8,6 +8,7 @@ struct SyncEngine: ~Copyable {
     var ranges: [(segment: Segment, bytes: Range<Int>)] = []
     var installs: [PendingInstall] = []
     var uringRequests: [(descriptor: Int32, bytes: Range<Int>)] = []
+    var uringOutcomes: [Errno?] = []
     let ring: IOURing?
 
     init(ring: consuming IOURing?) { self.ring = ring }
@@ -198,6 +199,7 @@ extension Log {
         engine.installs.removeAll(keepingCapacity: true)
         let started = state.withLock { state -> (LSN, UInt64)? in
             if state.poison != nil || state.isClosed || state.durableLSN >= state.writtenLSN { return nil }
+            if options.commitAlignment != .none { padToCommitAlignment(&state) }
             state.syncsStarted += 1
             for open in state.segments.reversed() {
                 guard let pending = open.pendingInstall else { break }
@@ -224,6 +226,7 @@ extension Log {
             poison(error)
             return number
         }
+        FaultInjection.crashPoint("after sync \(number), before its callers are woken", directory: directory)
         state.withLock { state in
             for pending in engine.installs {
                 if let index = state.segments.lastIndex(where: { $0.segment === pending.segment }) {
@@ -272,10 +275,14 @@ extension Log {
         case .msync, .fdatasync:
             for (segment, bytes) in engine.ranges {
                 let pages = segment.mapping.pages(covering: bytes)
+                FaultInjection.crashPoint("before \(options.sync.rawValue)", directory: directory)
                 do throws(Errno) {
                     try FaultInjection.check(.sync, directory: directory)
                     if options.sync == .msync {
                         try segment.mapping.sync(pages: pages)
+                        if FaultInjection.isObserving {
+                            FaultInjection.emit(.pagesSynced(path: segment.descriptor.currentPath(), pages: pages))
+                        }
                     } else {
                         try segment.descriptor.dataSync()
                     }
@@ -287,14 +294,19 @@ extension Log {
             for (segment, bytes) in engine.ranges {
                 engine.uringRequests.append((segment.descriptor.raw.rawValue, segment.mapping.pages(covering: bytes)))
             }
-            let outcomes = engine.ring!.dataSync(engine.uringRequests)
-            for ((segment, bytes), outcome) in zip(engine.ranges, outcomes) {
+            FaultInjection.crashPoint("before uring fdatasync", directory: directory)
+            engine.ring!.dataSync(engine.uringRequests, outcomes: &engine.uringOutcomes)
+            for ((segment, bytes), outcome) in zip(engine.ranges, engine.uringOutcomes) {
                 // An injected failure stands for the completion's result, as a real one would.
                 do throws(Errno) {
                     try FaultInjection.check(.sync, directory: directory)
                     if let outcome { throw outcome }
                 } catch { throw failure(error, segment, bytes) }
-                FaultInjection.noteSync(directory: directory, segment: segment.name, bytes: segment.mapping.pages(covering: bytes))
+                let pages = segment.mapping.pages(covering: bytes)
+                if FaultInjection.isObserving {
+                    FaultInjection.emit(.pagesSynced(path: segment.descriptor.currentPath(), pages: pages))
+                }
+                FaultInjection.noteSync(directory: directory, segment: segment.name, bytes: pages)
             }
         }
     }

@@ -20,9 +20,11 @@ struct IOURing: ~Copyable {
 
     /// `fdatasync(2)` of each descriptor's byte range, submitted together as `IORING_OP_FSYNC`
     /// with `IORING_FSYNC_DATASYNC` and bounded to the range; waits for every completion and
-    /// returns each one's outcome (nil for success), in order.
-    func dataSync(_ requests: [(descriptor: Int32, bytes: Range<Int>)]) -> [Errno?] {
-        var outcomes = [Errno?](repeating: nil, count: requests.count)
+    /// stores each one's outcome (nil for success) in `outcomes`, in order (reusing its storage,
+    /// so that a commit does not allocate).
+    func dataSync(_ requests: [(descriptor: Int32, bytes: Range<Int>)], outcomes: inout [Errno?]) {
+        outcomes.removeAll(keepingCapacity: true)
+        outcomes.append(contentsOf: repeatElement(nil, count: requests.count))
         var start = 0
         while start < requests.count {
             let batch = start..<min(start + entries, requests.count)
@@ -38,7 +40,7 @@ struct IOURing: ~Copyable {
             let submitted = logstore_uring_submit(ring)
             if submitted < 0 {
                 for index in batch where outcomes[index] == nil { outcomes[index] = Errno(rawValue: -submitted) }
-                return outcomes
+                return
             }
             for _ in 0..<queued {
                 var userData: UInt64 = 0
@@ -46,12 +48,11 @@ struct IOURing: ~Copyable {
                 let waited = logstore_uring_wait(ring, &userData, &result)
                 if waited < 0 {
                     for index in batch where outcomes[index] == nil { outcomes[index] = Errno(rawValue: -waited) }
-                    return outcomes
+                    return
                 }
                 if result < 0 { outcomes[Int(userData)] = Errno(rawValue: -result) }
             }
             start = batch.upperBound
         }
-        return outcomes
     }
 }

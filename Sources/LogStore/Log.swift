@@ -27,6 +27,9 @@ public final class Log: Sendable {
         /// accumulate, so that a large commit finds most of its pages already on their way to
         /// disk (like RocksDB's `bytes_per_sync`). 0 turns it off. It never makes anything durable.
         public var writeBehindBytes = 4 << 20
+        /// What a sync may assume about the disk, and so where the next record after a commit
+        /// starts (see `CommitAlignment` and FORMAT.md, "Crash model").
+        public var commitAlignment: CommitAlignment = .none
 
         public init(
             segmentSize: Int = 64 << 20, createIfMissing: Bool = false, recovery: RecoveryMode = .tornTail,
@@ -38,6 +41,32 @@ public final class Log: Sendable {
             self.recovery = recovery
             self.sync = sync
             self.preallocation = preallocation
+        }
+    }
+
+    /// Where the first record after a commit starts, which decides whether a later sync ever
+    /// writes a sector that already holds acknowledged bytes.
+    public enum CommitAlignment: String, Sendable, CaseIterable {
+        /// Right after the last record. Assumes a power loss leaves every sector either as it
+        /// was or as it was being written (sector-atomic writes), since the next sync rewrites
+        /// the last sector of this one. No space cost.
+        case none
+        /// At the next 512-byte sector (the gap holds a padding record). Assumes only that a
+        /// sector whose bytes a write does not change comes through a power loss intact
+        /// ("powersafe overwrite"): a sector being changed may turn to garbage. Up to 512
+        /// bytes of log per commit.
+        case sector
+        /// At the next 4 KiB page: no sync ever writes a page holding acknowledged bytes
+        /// again, so any sector of a page being written may turn to garbage. Up to 4 KiB of
+        /// log per commit.
+        case page
+
+        var bytes: Int {
+            switch self {
+            case .none: 1
+            case .sector: Format.sectorSize
+            case .page: Format.pageSize
+            }
         }
     }
 
@@ -392,7 +421,9 @@ public final class Log: Sendable {
             if scan.tailNonzeroEnd > cut.end {
                 let end = min(scan.tailNonzeroEnd, segment.readableLength)
                 try segment.descriptor.writeZeros(at: cut.end, length: end - cut.end)
+                FaultInjection.crashPoint("recovery: torn tail zeroed, not synced", directory: directory)
                 try segment.descriptor.dataSync()
+                FaultInjection.crashPoint("recovery: torn tail zeroed and synced", directory: directory)
             }
             if segment.readableLength < segment.size {
                 // A truncated segment is regrown before it is mapped for appends, so that the
@@ -404,13 +435,17 @@ public final class Log: Sendable {
                 segments[segments.count - 1] = try Segment.open(directory: directory, name: segment.name, writable: true)
             }
             if !scan.orphans.isEmpty {
-                for orphan in scan.orphans { try FileSystem.unlink(orphan.path) }
+                for orphan in scan.orphans {
+                    try FileSystem.unlink(orphan.path)
+                    FaultInjection.crashPoint("recovery: unlinked \(orphan.name)", directory: directory)
+                }
             }
             // Appends go into this segment's mapping: its blocks must be allocated, even if the
             // file was copied sparsely, so that no page fault can SIGBUS on a full disk.
             let active = segments[segments.count - 1]
             try active.descriptor.allocate(offset: 0, length: active.size)
             try makeUnprovenRecordsDurable(scan, segments: segments, directory: directory)
+            FaultInjection.crashPoint("recovery: unproven records rewritten", directory: directory)
             // A crash may have come between a rename and its directory fsync (a roll's
             // installation, the first segment, the directory itself): the names of everything
             // kept are made durable before anything is acknowledged on top of them.
@@ -450,6 +485,7 @@ public final class Log: Sendable {
             let bytes = Array(UnsafeRawBufferPointer(rebasing: segment.bytes[start..<scanned.end]))
             FaultInjection.noteSync(directory: directory, segment: segment.name, bytes: start..<scanned.end)
             try segment.descriptor.write(bytes, at: start)
+            FaultInjection.crashPoint("recovery: records of \(segment.name) rewritten, not synced", directory: directory)
             try segment.descriptor.dataSync()
         }
     }
@@ -510,6 +546,21 @@ public final class Log: Sendable {
         return lsn
     }
 
+    /// Fills the active segment up to the next `commitAlignment` boundary with a padding
+    /// record (or to the one after, when less than a record header is left).
+    func padToCommitAlignment(_ state: inout State) {
+        let alignment = options.commitAlignment.bytes
+        let end = state.segments[state.segments.count - 1].end
+        guard end % alignment != 0 else { return }
+        var target = alignUp(end, to: alignment)
+        if target - end < Format.recordHeaderSize { target += alignment }
+        target = min(target, segmentSize)
+        guard target - end >= Format.recordHeaderSize else { return }
+        _ = try? appendLocked(
+            &state, type: Format.recordTypePadding,
+            payload: UnsafeRawBufferPointer(rebasing: paddingZeros[0..<(target - end - Format.recordHeaderSize)]))
+    }
+
     private func appendLocked(_ state: inout State, type: UInt16, payload: UnsafeRawBufferPointer) throws(LogError)
         -> LSN
     {
@@ -539,6 +590,7 @@ public final class Log: Sendable {
             state.writtenCoveredBy = state.syncsStarted + 1
         }
         state.segments[index].end = offset + footprint
+        FaultInjection.crashPoint("after append of LSN \(lsn)", directory: directory)
         if !state.nextSegmentRequested, offset + footprint > segmentSize / 2 {
             state.nextSegmentRequested = true
             preparer?.prepareNext()
@@ -585,6 +637,7 @@ public final class Log: Sendable {
                                      on: installQueue)
         }
         state.nextSegmentRequested = false
+        FaultInjection.crashPoint("at the roll to segment \(header.segmentID)", directory: directory)
         state.segments.append(
             OpenSegment(segment: segment, base: segment.base, saltCRC: segment.saltCRC, recordOffsets: [],
                         end: Format.segmentHeaderSize, syncedEnd: Format.segmentHeaderSize,
@@ -787,6 +840,13 @@ final class PendingInstall: Sendable {
         return outcome.withLock { $0 }
     }
 }
+
+/// The zero payload of padding records (at most two pages).
+private nonisolated(unsafe) let paddingZeros: UnsafeRawBufferPointer = {
+    let zeros = UnsafeMutableRawBufferPointer.allocate(byteCount: 2 * Format.pageSize, alignment: Format.pageSize)
+    zeros.initializeMemory(as: UInt8.self, repeating: 0)
+    return UnsafeRawBufferPointer(zeros)
+}()
 
 /// The directory holding `path` ("." for a relative name without a slash).
 func parentDirectory(of path: String) -> String {

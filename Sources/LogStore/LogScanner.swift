@@ -156,6 +156,11 @@ struct LogScanner {
                 scanned.recordOffsets.append(UInt32(position))
                 expected += 1
                 scanned.endsWithCloseMarker = false
+            } else if header.type == Format.recordTypePadding {
+                guard header.lsn == expected - 1 else {
+                    return (scanned, "padding record for LSN \(header.lsn) where \(expected - 1) was expected")
+                }
+                scanned.endsWithCloseMarker = false
             } else {
                 guard header.lsn == expected - 1, header.length == 0 else {
                     return (scanned, "close marker for LSN \(header.lsn) where \(expected - 1) was expected")
@@ -169,7 +174,8 @@ struct LogScanner {
 
     /// Why a checksum-independent check fails, or nil.
     private static func structuralProblem(_ header: RecordHeader, at position: Int, in segment: Segment) -> String? {
-        guard header.type == Format.recordTypeData || header.type == Format.recordTypeCloseMarker,
+        guard header.type == Format.recordTypeData || header.type == Format.recordTypeCloseMarker
+            || header.type == Format.recordTypePadding,
             header.flags == 0, header.reserved == 0
         else { return "unknown record type \(header.type) or nonzero reserved bits" }
         if position + header.footprint > segment.size {

@@ -34,10 +34,30 @@ struct OwnedDescriptor: ~Copyable {
     deinit { _ = Glibc.close(raw.rawValue) }
 
     /// `fdatasync(2)`.
-    func dataSync() throws(Errno) { _ = try retryingInterrupts { Glibc.fdatasync(raw.rawValue) } }
+    func dataSync() throws(Errno) {
+        _ = try retryingInterrupts { Glibc.fdatasync(raw.rawValue) }
+        if FaultInjection.isObserving { FaultInjection.emit(.fileSynced(path: currentPath())) }
+    }
 
     /// `fsync(2)`.
-    func sync() throws(Errno) { _ = try retryingInterrupts { Glibc.fsync(raw.rawValue) } }
+    func sync() throws(Errno) {
+        _ = try retryingInterrupts { Glibc.fsync(raw.rawValue) }
+        if FaultInjection.isObserving {
+            var info = stat()
+            let isDirectory = Glibc.fstat(raw.rawValue, &info) == 0 && (info.st_mode & S_IFMT) == S_IFDIR
+            let path = currentPath()
+            FaultInjection.emit(isDirectory ? .directorySynced(path: path) : .fileSynced(path: path))
+        }
+    }
+
+    /// The path this descriptor's file has now (`readlink(2)` of /proc/self/fd/N), for the
+    /// power-loss simulator's bookkeeping.
+    func currentPath() -> String {
+        var buffer = [CChar](repeating: 0, count: 4096)
+        let count = readlink("/proc/self/fd/\(raw.rawValue)", &buffer, buffer.count - 1)
+        guard count > 0 else { return "" }
+        return String(decoding: buffer[0..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
 
     /// `posix_fallocate(3)` (the `fallocate(2)` system call on Linux filesystems that have it):
     /// allocates blocks so that later writes cannot fail for space.

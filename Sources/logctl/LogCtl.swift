@@ -16,7 +16,7 @@ struct LogCtl: ParsableCommand {
               4  the log is locked by another writer
               5  any other I/O failure (full disk, failed sync, ...)
             """,
-        subcommands: [Append.self, Dump.self, Verify.self, Stat.self, Demo.self, Bench.self]
+        subcommands: [Append.self, Dump.self, Verify.self, Stat.self, Demo.self, Bench.self, CrashTest.self]
     )
 
     /// Runs the command; every failure becomes one line on stderr and a documented exit code.

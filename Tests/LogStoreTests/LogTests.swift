@@ -427,4 +427,35 @@ import Testing
         expectLogError(.closed) { _ = try log.read(1) }
         try log.close()
     }
+
+    @Test(arguments: [Log.CommitAlignment.sector, .page])
+    func alignedCommitsStartTheNextRecordOnAFreshBoundary(alignment: Log.CommitAlignment) throws {
+        let directory = TemporaryDirectory("aligned-commits")
+        var opts = options()
+        opts.commitAlignment = alignment
+        let log = try Log.open(directory.path, options: opts)
+        var lsns: [LSN] = []
+        // The first record appended after each commit must start on a boundary.
+        var firstAfterCommit: [LSN] = []
+        for index in 0..<40 {
+            let lsn = try log.appendAndCommit(payload(index, maxLength: 700))
+            lsns.append(lsn)
+            if index % 5 == 0 {
+                firstAfterCommit.append(try log.append(payload(1_000 + index)))
+            } else if index > 0, lsns.count >= 2, firstAfterCommit.last != lsn - 1 {
+                firstAfterCommit.append(lsn)
+            }
+        }
+        let boundary = alignment == .page ? 4096 : 512
+        for lsn in firstAfterCommit {
+            let offset = try log.record(lsn).offset
+            #expect(offset % boundary == 0, "LSN \(lsn) starts at \(offset)")
+        }
+        try log.close()
+        let reopened = try Log.openReadOnly(directory.path)
+        #expect(reopened.recoveryReport.outcome == .clean)
+        #expect(reopened.writtenLSN == 48)
+        for (index, lsn) in lsns.enumerated() { #expect(try reopened.read(lsn) == payload(index, maxLength: 700)) }
+        try reopened.close()
+    }
 }
