@@ -64,6 +64,13 @@ enum FaultInjection {
         /// A sync of these page-aligned bytes of the file at `path` completed (msync, or the
         /// range-bounded io_uring fdatasync).
         case pagesSynced(path: String, pages: Range<Int>)
+        /// A sync of these pages failed (what happens to them depends on the kernel; the
+        /// simulator models the behaviours "Can Applications Recover from fsync Failures?"
+        /// describes).
+        case syncFailed(path: String, pages: Range<Int>)
+        /// `pwrite` of these bytes returned: their pages are dirty, even where the bytes are the
+        /// ones the file held.
+        case written(path: String, bytes: Range<Int>)
         /// `fsync` of the directory completed: its entries are durable.
         case directorySynced(path: String)
         /// A named place where a crash is interesting (after an append, around a sync, at a
@@ -97,7 +104,9 @@ enum FaultInjection {
         let event = event()
         let path: String
         switch event {
-        case .fileSynced(let p), .pagesSynced(let p, _), .directorySynced(let p): path = p
+        case .fileSynced(let p), .pagesSynced(let p, _), .syncFailed(let p, _), .written(let p, _),
+            .directorySynced(let p):
+            path = p
         case .crashPoint(_, let directory): path = directory
         }
         let handlers = observers.withLock { list in list.filter { path.hasPrefix($0.prefix) }.map(\.handler) }

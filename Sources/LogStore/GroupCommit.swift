@@ -265,7 +265,11 @@ extension Log {
     /// Makes `engine.ranges` durable in the log's mode, noting each completed sync for tests.
     func sync(_ engine: inout SyncEngine) throws(LogError) {
         func failure(_ error: Errno, _ segment: Segment, _ bytes: Range<Int>) -> LogError {
-            LogError.system(
+            if FaultInjection.isObserving {
+                FaultInjection.emit(.syncFailed(path: segment.descriptor.currentPath(),
+                                                pages: segment.mapping.pages(covering: bytes)))
+            }
+            return LogError.system(
                 error, "\(options.sync.rawValue) failed; the log refuses writes until it is reopened",
                 path: segment.path, offset: UInt64(bytes.lowerBound))
         }

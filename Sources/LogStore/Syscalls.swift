@@ -97,6 +97,9 @@ struct OwnedDescriptor: ~Copyable {
                 Glibc.pwrite(raw.rawValue, buffer.baseAddress! + done, buffer.count - done, off_t(offset + done))
             }
         }
+        if FaultInjection.isObserving {
+            FaultInjection.emit(.written(path: currentPath(), bytes: offset..<(offset + buffer.count)))
+        }
     }
 
     /// `sync_file_range(2)` with `SYNC_FILE_RANGE_WRITE`: starts write-back without waiting.

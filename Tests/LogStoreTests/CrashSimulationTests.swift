@@ -271,4 +271,99 @@ import Testing
         Self.report(outcome, label)
         #expect(!outcome.violations.isEmpty)
     }
+
+    /// EIO or ENOSPC at the N-th sync, for every N of a short workload, in every sync mode and
+    /// under each kernel behaviour of ATC '20's "Can Applications Recover from fsync
+    /// Failures?": nothing is acknowledged after the error, the log is poisoned, a power loss
+    /// right then keeps everything acknowledged, and reopening (recovery) keeps a valid prefix
+    /// with everything acknowledged and makes it durable (a power loss after it loses nothing
+    /// the reopened log reports).
+    @Test(arguments: PowerLossSimulator.SyncFailure.allCases)
+    func afterAFailedSyncNothingMoreIsAcknowledgedAndNothingAcknowledgedIsLost(
+        behaviour: PowerLossSimulator.SyncFailure
+    ) throws {
+        var runs = 0
+        var states = 0
+        var violations: [String] = []
+        for mode in [Log.SyncMode.msync, .uring, .fdatasync] {
+            for failing in 0..<12 {
+                let tag = "\(behaviour.rawValue), \(mode.rawValue), sync #\(failing) fails, seed \(Self.seed)"
+                let root = Self.scratchRoot + "/logstore-eio-\(UUID().uuidString)"
+                let directory = root + "/log"
+                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+                defer { try? FileManager.default.removeItem(atPath: root) }
+                let simulator = PowerLossSimulator(directory: directory)
+                simulator.syncFailure = behaviour
+                defer { simulator.stop() }
+                let log = try Log.open(directory, options: Self.options(Workload(mode: mode)))
+                // Armed after creation: the N-th sync of the workload's commits fails.
+                FaultInjection.arm(.sync, directory: directory, after: failing, errno: failing % 2 == 0 ? .ioError : .noSpace)
+                defer { FaultInjection.disarm(directory: directory) }
+                var expected = Expectations()
+                var random = SplitMix64(seed: Self.seed ^ UInt64(failing))
+                var failed = false
+                for index in 0..<80 where !failed {
+                    let bytes = (0..<Int(random.next() % 3_000)).map { _ in UInt8(truncatingIfNeeded: random.next()) }
+                        + Array("#\(index)".utf8)
+                    expected.appended.append(bytes)
+                    do { try log.append(bytes) } catch {
+                        violations.append("\(tag): append failed before any sync did: \(error)")
+                        break
+                    }
+                    guard random.next() % 3 == 0 else { continue }
+                    do {
+                        expected.acknowledged = try log.commit()
+                    } catch {
+                        failed = true
+                        if ![.ioError, .noSpace].contains(error.code) { violations.append("\(tag): commit threw \(error)") }
+                    }
+                }
+                guard failed else { continue }
+                runs += 1
+                if log.durableLSN != expected.acknowledged {
+                    violations.append("\(tag): durableLSN \(log.durableLSN) moved past the last acknowledged \(expected.acknowledged)")
+                }
+                if (try? log.append([1])) != nil { violations.append("\(tag): an append was accepted after the failure") }
+                if (try? log.commit()) != nil { violations.append("\(tag): a commit succeeded after the failure") }
+                // A power loss right after the failure.
+                let afterFailure = simulator.snapshot()
+                for index in 0..<16 {
+                    var random = SplitMix64(seed: Self.seed ^ UInt64(failing << 8 | index))
+                    let state = PowerLossSimulator.crashState(afterFailure, random: &random, garbage: .none)
+                    violations += Self.verify(state, expected: expected, tag: tag + ", power loss after the failure, state \(index)",
+                                              root: root, deep: false)
+                    states += 1
+                }
+                try? log.close()
+                FaultInjection.disarm(directory: directory)
+                // Reopen in this process (the cache as the failure left it), then lose power.
+                let reopened = try Log.open(directory, options: Self.options(Workload(mode: mode)))
+                var afterRecovery = expected
+                afterRecovery.acknowledged = reopened.writtenLSN
+                if reopened.writtenLSN < expected.acknowledged {
+                    violations.append("\(tag): reopening lost acknowledged LSN \(expected.acknowledged)")
+                }
+                for lsn in LSN(1)...max(1, reopened.writtenLSN) where reopened.writtenLSN >= 1 {
+                    if (try? reopened.read(lsn)) != expected.appended[Int(lsn - 1)] {
+                        violations.append("\(tag): reopened log holds other bytes at LSN \(lsn)")
+                        break
+                    }
+                }
+                let recovered = simulator.snapshot()
+                for index in 0..<16 {
+                    var random = SplitMix64(seed: Self.seed ^ UInt64(failing << 8 | index) ^ 0xFF)
+                    let state = PowerLossSimulator.crashState(recovered, random: &random, garbage: .none)
+                    violations += Self.verify(state, expected: afterRecovery,
+                                              tag: tag + ", power loss after reopening, state \(index)", root: root, deep: false)
+                    states += 1
+                }
+                try reopened.close()
+            }
+        }
+        print("sync failures [\(behaviour.rawValue)]: \(runs) runs (EIO/ENOSPC at every sync index of the workload, "
+              + "msync, uring, fdatasync), \(states) crash states, \(violations.count) invariant violations (seed \(Self.seed))")
+        for violation in violations.prefix(5) { print("  " + violation) }
+        #expect(violations.isEmpty, "\(violations.prefix(3))")
+        #expect(runs >= 30)
+    }
 }

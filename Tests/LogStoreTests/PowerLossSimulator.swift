@@ -25,6 +25,19 @@ final class PowerLossSimulator: @unchecked Sendable {
         case anySectorOfAWrittenPage
     }
 
+    /// What a failed sync leaves of its pages, after "Can Applications Recover from fsync
+    /// Failures?" (ATC '20).
+    enum SyncFailure: String, Sendable, CaseIterable {
+        /// Marked clean with the new contents still cached (ext4, XFS): they are never written
+        /// unless written again, and reads show bytes that are not on disk.
+        case cleanWithNewContents
+        /// Left dirty (the error is reported, the write retried later): they may or may not
+        /// reach disk, like any dirty page.
+        case stayDirty
+        /// Dropped from the cache (reverted): reads show what is on disk again.
+        case reverted
+    }
+
     /// What one file of a crash state holds.
     struct FileState {
         var name: String
@@ -37,6 +50,11 @@ final class PowerLossSimulator: @unchecked Sendable {
     private var durableImages: [UInt64: [UInt8]] = [:]
     private var durableNames: [String: UInt64] = [:]
     private var onCrashPoint: (@Sendable (String) -> Void)?
+    /// Pages a failed sync left clean but not written, with their contents then; they stay
+    /// as durable as they were until written again.
+    private var stalePages: [UInt64: [Int: [UInt8]]] = [:]
+    private var rewrittenPages: [UInt64: Set<Int>] = [:]
+    var syncFailure: SyncFailure = .stayDirty
 
     /// Starts modelling `directory`, whose current contents count as durable (a fresh log
     /// directory, or the files of a crash state written before recovery runs).
@@ -55,8 +73,11 @@ final class PowerLossSimulator: @unchecked Sendable {
     private func handle(_ event: FaultInjection.Event) {
         switch event {
         case .fileSynced(let path):
-            guard let inode = Self.inode(path), let bytes = Self.read(path) else { return }
-            lock.withLock { durableImages[inode] = bytes }
+            guard let inode = Self.inode(path), var bytes = Self.read(path) else { return }
+            lock.withLock {
+                keepStalePages(inode, in: &bytes)
+                durableImages[inode] = bytes
+            }
         case .pagesSynced(let path, let pages):
             guard let inode = Self.inode(path), let bytes = Self.read(path) else { return }
             lock.withLock {
@@ -64,7 +85,41 @@ final class PowerLossSimulator: @unchecked Sendable {
                 let end = min(pages.upperBound, bytes.count)
                 if image.count < end { image += [UInt8](repeating: 0, count: end - image.count) }
                 if pages.lowerBound < end { image[pages.lowerBound..<end] = bytes[pages.lowerBound..<end] }
+                keepStalePages(inode, in: &image)
                 durableImages[inode] = image
+            }
+        case .syncFailed(let path, let pages):
+            guard let inode = Self.inode(path), let bytes = Self.read(path) else { return }
+            switch syncFailure {
+            case .stayDirty:
+                break
+            case .cleanWithNewContents:
+                lock.withLock {
+                    for page in stride(from: pages.lowerBound, to: min(pages.upperBound, bytes.count), by: Format.pageSize) {
+                        stalePages[inode, default: [:]][page] = Array(bytes[page..<min(page + Format.pageSize, bytes.count)])
+                        rewrittenPages[inode]?.remove(page)
+                    }
+                }
+            case .reverted:
+                let durable = lock.withLock { durableImages[inode] ?? [] }
+                let end = min(pages.upperBound, bytes.count)
+                var old = [UInt8](repeating: 0, count: max(0, end - pages.lowerBound))
+                let known = max(0, min(end, durable.count) - pages.lowerBound)
+                if known > 0 { old[0..<known] = durable[pages.lowerBound..<(pages.lowerBound + known)] }
+                let fd = open(path, O_WRONLY | O_CLOEXEC)
+                if fd >= 0 {
+                    _ = old.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, off_t(pages.lowerBound)) }
+                    close(fd)
+                }
+            }
+        case .written(let path, let bytes):
+            guard let inode = Self.inode(path) else { return }
+            lock.withLock {
+                guard stalePages[inode] != nil else { return }
+                for page in stride(from: alignDown(bytes.lowerBound, to: Format.pageSize), to: bytes.upperBound,
+                                   by: Format.pageSize) {
+                    rewrittenPages[inode, default: []].insert(page)
+                }
             }
         case .directorySynced(let path):
             guard path == directory else { return }
@@ -72,6 +127,25 @@ final class PowerLossSimulator: @unchecked Sendable {
             lock.withLock { durableNames = names }
         case .crashPoint(let name, _):
             onCrashPoint?(name)
+        }
+    }
+
+    /// A sync writes a page a failed sync left clean only if it was written again since
+    /// (through `pwrite`, or changed through the mapping); otherwise the old durable bytes
+    /// stay. Called under `lock` with the image about to become durable.
+    private func keepStalePages(_ inode: UInt64, in image: inout [UInt8]) {
+        guard let stale = stalePages[inode] else { return }
+        let old = durableImages[inode] ?? []
+        for (page, contents) in stale {
+            let end = min(page + contents.count, image.count)
+            guard page < end else { continue }
+            let rewritten = rewrittenPages[inode]?.contains(page) ?? false
+            if rewritten || Array(image[page..<end]) != Array(contents[0..<(end - page)]) {
+                stalePages[inode]![page] = nil
+                rewrittenPages[inode]?.remove(page)
+            } else {
+                for index in page..<end { image[index] = index < old.count ? old[index] : 0 }
+            }
         }
     }
 
@@ -90,7 +164,17 @@ final class PowerLossSimulator: @unchecked Sendable {
         return lock.withLock {
             var snapshot = Snapshot(current: [], vanished: [])
             for (name, inode) in listing.sorted(by: { $0.key < $1.key }) {
-                let memory = Self.read(directory + "/" + name) ?? []
+                var memory = Self.read(directory + "/" + name) ?? []
+                // A page a failed sync left clean is not dirty: a power loss leaves what is on
+                // disk, whatever the cache shows.
+                if let stale = stalePages[inode] {
+                    let durable = durableImages[inode] ?? []
+                    for (page, contents) in stale where !(rewrittenPages[inode]?.contains(page) ?? false) {
+                        let end = min(page + contents.count, memory.count)
+                        guard page < end, Array(memory[page..<end]) == Array(contents[0..<(end - page)]) else { continue }
+                        for index in page..<end { memory[index] = index < durable.count ? durable[index] : 0 }
+                    }
+                }
                 snapshot.current.append((name, memory, durableImages[inode], durableNames[name] == inode))
             }
             for (name, inode) in durableNames.sorted(by: { $0.key < $1.key }) where listing[name] != inode {
