@@ -97,8 +97,11 @@ extension Log {
 
     /// The syncer thread's loop: while a request is not durable yet, run the next sync.
     static func runSyncer(_ syncer: LoopThread, log weakLog: WeakLog) {
-        while !syncer.isStopping {
+        while true {
+            // The epoch is read before the stop flag: a `stop()` between the two then moves
+            // the epoch, and the wait below returns at once instead of sleeping forever.
             let epoch = syncer.wake.prepareWait()
+            if syncer.isStopping { return }
             // A strong reference for one round only: a log dropped without `close` still stops it.
             guard let log = weakLog.log else { return }
             if log.requestedLSN.load(ordering: .sequentiallyConsistent)
@@ -132,8 +135,11 @@ extension Log {
     /// The waker thread's loop: announces the syncs the syncer finished and handed over.
     static func runWaker(_ waker: LoopThread, log weakLog: WeakLog) {
         var announced: UInt64 = 0
-        while !waker.isStopping {
+        while true {
+            // The epoch is read before the stop flag: a `stop()` between the two then moves
+            // the epoch, and the wait below returns at once instead of sleeping forever.
             let epoch = waker.wake.prepareWait()
+            if waker.isStopping { return }
             guard let log = weakLog.log else { return }
             let finished = log.finishedSync.load(ordering: .sequentiallyConsistent)
             if finished > announced {
