@@ -64,6 +64,20 @@ enum Format {
     static let temporaryFileExtension = "tmp"
     static let lockFileName = "LOCK"
 
+    /// Side files (FORMAT.md §8.6): what recovery removed, kept for an operator. Their names
+    /// never end in `.seg` or `.seg.tmp`, so no open mistakes them for segments.
+    /// `dropped-<segment name>-<offset>-<UTC time>[-<n>].bin`: bytes of that segment from that
+    /// offset on (offset 0: the whole segment file, moved out of the log).
+    static let droppedFilePrefix = "dropped-"
+    static let droppedFileExtension = "bin"
+    /// `salvaged-<segment name>-<offset>-<UTC time>[-<n>].jsonl`: the valid records salvage
+    /// recovery found past the cut at that segment and offset.
+    static let salvageFilePrefix = "salvaged-"
+    static let salvageFileExtension = "jsonl"
+    /// A side file is written under its name plus this suffix, fsync'd, then renamed: a file
+    /// with the final name is always complete. A writer deletes leftovers when it opens the log.
+    static let partialFileSuffix = ".partial"
+
     /// Bytes a record occupies in the segment, header and padding included.
     static func recordFootprint(payloadLength: Int) -> Int {
         alignUp(recordHeaderSize + payloadLength, to: recordAlignment)

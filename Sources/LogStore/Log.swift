@@ -20,6 +20,9 @@ public final class Log: Sendable {
         public var segmentSize: Int = Format.defaultSegmentSize
         /// Create the directory and the log when missing.
         public var createIfMissing = false
+        /// What opening does when valid records stop before the end of the log (`RecoveryMode`,
+        /// FORMAT.md §8.5). Whatever a writer's recovery drops is first preserved in a side file
+        /// in the log directory; `recoveryReport` says what was dropped and where it went.
         public var recovery: RecoveryMode = .tornTail
         public var sync: SyncMode = .msync
         public var preallocation: Preallocation = .fallocate
@@ -239,8 +242,12 @@ public final class Log: Sendable {
 
         var segments = try Log.openSegments(directory, create: create, readOnly: readOnly, options: options)
         let scan = LogScanner.scan(segments)
-        let report = try Log.plan(scan, mode: options.recovery, readOnly: readOnly, directory: directory)
-        if !readOnly { segments = try Log.apply(scan, directory: directory) } else { segments = scan.kept.map(\.segment) }
+        var report = try Log.plan(scan, mode: options.recovery, readOnly: readOnly, directory: directory)
+        if !readOnly {
+            segments = try Log.apply(scan, mode: options.recovery, directory: directory, report: &report)
+        } else {
+            segments = scan.kept.map(\.segment)
+        }
 
         let first = segments[0]
         logID = first.header.logID
@@ -341,7 +348,12 @@ public final class Log: Sendable {
         let temporarySuffix = "." + Format.segmentFileExtension + "." + Format.temporaryFileExtension
         if removingLeftovers {
             // A crash while creating a segment leaves its temporary file; it never held records.
-            for name in names where name.hasSuffix(temporarySuffix) { try? FileSystem.unlink(directory + "/" + name) }
+            // A crash while recovery wrote a side file leaves `<side file>.partial`: nothing was
+            // removed on the strength of it (that waits for the rename and a directory fsync).
+            for name in names where name.hasSuffix(temporarySuffix) || SideFiles.isPartialSideFileName(name) {
+                try? FileSystem.unlink(directory + "/" + name)
+            }
+            names.removeAll { SideFiles.isPartialSideFileName($0) }
         }
         names.removeAll { $0.hasSuffix(temporarySuffix) }
         let segmentNames = names.compactMap { name in Format.segmentID(fromFileName: name).map { ($0, name) } }
@@ -372,12 +384,12 @@ public final class Log: Sendable {
         }
         if !readOnly, let damage = scan.damage {
             let path = directory + "/" + damage.segment
-            if outcome == .corruption && mode != .pointInTime {
+            if outcome == .corruption && mode != .pointInTime && mode != .salvage {
                 throw LogError(
                     .corruption,
                     "\(damage.reason); later records show LSN \(scan.evidence.durableLSN) was durable, so this is "
-                        + "damage to durable data, not a torn write (open with point-in-time recovery to keep the "
-                        + "records before it)", path: path, offset: damage.offset, lsn: damage.lsn)
+                        + "damage to durable data, not a torn write (open with point-in-time or salvage recovery to "
+                        + "keep the records before it)", path: path, offset: damage.offset, lsn: damage.lsn)
             }
             if outcome == .tornTail && mode == .strict {
                 throw LogError(
@@ -395,7 +407,8 @@ public final class Log: Sendable {
             dropped.append(
                 .init(segment: orphan.name, offset: UInt64(Format.segmentHeaderSize),
                       length: UInt64(max(0, extent - Format.segmentHeaderSize)),
-                      reason: "segment after the end of the valid records"))
+                      reason: "segment after the end of the valid records",
+                      preservedFileOffset: UInt64(Format.segmentHeaderSize)))
         }
         let first = scan.kept[0].segment.header.baseLSN
         var lost: ClosedRange<LSN>?
@@ -405,22 +418,58 @@ public final class Log: Sendable {
         return RecoveryReport(
             outcome: outcome, mode: mode, applied: false, segmentsKept: scan.kept.count, firstLSN: first,
             lastLSN: scan.nextLSN - 1, provenDurableLSN: scan.provenDurableLSN, damage: scan.damage,
-            droppedRegions: dropped, removedSegments: scan.orphans.map(\.name), lostLSNs: lost)
+            droppedRegions: dropped, removedSegments: scan.orphans.map(\.name), lostLSNs: lost,
+            salvageableLSNs: scan.salvageable, gaps: scan.gaps)
     }
 
-    /// Carries out a recovery plan. The order keeps a crash at any step recovering to the same
-    /// records: the torn bytes are zeroed first (the cut segment then ends where the cut is, and
-    /// no orphan can chain onto it, since none starts at the cut's LSN), then orphan segments go,
-    /// oldest first (so the strongest evidence, in the newest, goes last), and finally every kept
-    /// record that nothing proves durable is written again and synced.
-    private static func apply(_ scan: LogScanner.Result, directory: String) throws(LogError) -> [Segment] {
+    /// The side files in `directory` (sorted): what earlier recoveries removed from the log and
+    /// preserved (`dropped-*.bin`), and salvage recovery's exports (`salvaged-*.jsonl`). They
+    /// are not part of the log; nothing in LogStore reads or deletes them.
+    public static func sideFiles(in directory: String) throws(LogError) -> [String] {
+        do { return try FileSystem.listDirectory(directory).filter(SideFiles.isSideFileName).sorted() } catch {
+            throw LogError.system(error, "cannot list the log directory", path: directory)
+        }
+    }
+
+    /// Whether `name` is the name of a side file (see `sideFiles(in:)`).
+    public static func isSideFileName(_ name: String) -> Bool { SideFiles.isSideFileName(name) }
+
+    /// Carries out a recovery plan and records in `report` where what it removed went. The
+    /// order keeps a crash at any step recovering to the same records: first everything about
+    /// to be removed is preserved in side files (salvage's export, a copy of the torn bytes),
+    /// durably, directory included; then the torn bytes are zeroed (the cut segment then ends
+    /// where the cut is, and no orphan can chain onto it, since none starts at the cut's LSN),
+    /// then orphan segments are moved aside, oldest first (so the strongest evidence, in the
+    /// newest, goes last), and finally every kept record that nothing proves durable is written
+    /// again and synced.
+    private static func apply(
+        _ scan: LogScanner.Result, mode: RecoveryMode, directory: String, report: inout RecoveryReport
+    ) throws(LogError) -> [Segment] {
         var segments = scan.kept.map(\.segment)
+        let cut = scan.cut
+        let segment = cut.segment
+        let tailEnd = min(scan.tailNonzeroEnd, segment.readableLength)
+        // Side files first: nothing is removed before its copy and the copy's name are durable.
+        do throws(Errno) {
+            if mode == .salvage {
+                report.salvageFile = try SideFiles.exportSalvage(scan, directory: directory)
+                FaultInjection.crashPoint("recovery: salvaged records exported", directory: directory)
+            }
+            if tailEnd > cut.end {
+                report.droppedRegions[0].preservedAt = try SideFiles.preserve(
+                    UnsafeRawBufferPointer(rebasing: segment.bytes[cut.end..<tailEnd]), segment: segment.name,
+                    offset: cut.end, directory: directory)
+                FaultInjection.crashPoint("recovery: torn tail copied to a side file", directory: directory)
+            }
+            if report.salvageFile != nil || tailEnd > cut.end { try FileSystem.syncDirectory(directory) }
+        } catch {
+            throw LogError.system(
+                error, "recovery could not preserve what it would drop in a side file, so it dropped nothing",
+                path: directory)
+        }
         do {
-            let cut = scan.kept[scan.kept.count - 1]
-            let segment = cut.segment
-            if scan.tailNonzeroEnd > cut.end {
-                let end = min(scan.tailNonzeroEnd, segment.readableLength)
-                try segment.descriptor.writeZeros(at: cut.end, length: end - cut.end)
+            if tailEnd > cut.end {
+                try segment.descriptor.writeZeros(at: cut.end, length: tailEnd - cut.end)
                 FaultInjection.crashPoint("recovery: torn tail zeroed, not synced", directory: directory)
                 try segment.descriptor.dataSync()
                 FaultInjection.crashPoint("recovery: torn tail zeroed and synced", directory: directory)
@@ -434,11 +483,12 @@ public final class Log: Sendable {
                 try FileSystem.syncDirectory(directory)
                 segments[segments.count - 1] = try Segment.open(directory: directory, name: segment.name, writable: true)
             }
-            if !scan.orphans.isEmpty {
-                for orphan in scan.orphans {
-                    try FileSystem.unlink(orphan.path)
-                    FaultInjection.crashPoint("recovery: unlinked \(orphan.name)", directory: directory)
-                }
+            // Moved, not deleted: renamed to a side file, which no open takes for a segment.
+            let firstOrphanRegion = report.droppedRegions.count - scan.orphans.count
+            for (index, orphan) in scan.orphans.enumerated() {
+                report.droppedRegions[firstOrphanRegion + index].preservedAt =
+                    try SideFiles.moveAside(orphan, directory: directory)
+                FaultInjection.crashPoint("recovery: moved \(orphan.name) to a side file", directory: directory)
             }
             // Appends go into this segment's mapping: its blocks must be allocated, even if the
             // file was copied sparsely, so that no page fault can SIGBUS on a full disk.

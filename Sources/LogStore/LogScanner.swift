@@ -59,6 +59,20 @@ struct LogScanner {
         var evidence: Evidence
         /// The highest LSN the kept records themselves prove durable.
         var provenDurableLSN: LSN
+        /// The LSNs (≥ `nextLSN`) of the valid data records found past the cut: in the cut
+        /// segment's tail and in the orphans. Ascending, disjoint ranges.
+        var salvageable: [ClosedRange<LSN>] = []
+
+        /// The cut segment (the last one kept).
+        var cut: ScannedSegment { kept[kept.count - 1] }
+
+        /// LSN ranges from `nextLSN` through the highest LSN known past the cut (a valid record
+        /// or a durable claim) that no valid record past the cut has.
+        var gaps: [ClosedRange<LSN>] {
+            let highest = max(nextLSN - 1, evidence.highestLSN, evidence.durableLSN)
+            guard highest >= nextLSN else { return [] }
+            return LSNRanges.complement(of: salvageable, within: nextLSN...highest)
+        }
     }
 
     /// `segments` sorted by id, headers already checked to belong to one log.
@@ -78,12 +92,20 @@ struct LogScanner {
             // file is damage from outside: whatever it held past its end may have been durable.
             let truncated = segment.readableLength < segment.size
 
-            var evidence = scanEvidence(segment, from: scanned.end, minLSN: expected)
+            // Valid data records past the cut, for salvage (records below the cut's LSN, which an
+            // orphan may hold, duplicate LSNs the log keeps and are not collected).
+            var salvageable = LSNRanges()
+            let cutLSN = expected
+            let collect = { (_: Int, header: RecordHeader) in
+                if header.type == Format.recordTypeData, header.lsn >= cutLSN { salvageable.insert(header.lsn) }
+            }
+            var evidence = scanEvidence(segment, from: scanned.end, minLSN: expected, visit: collect)
             let tailNonzeroEnd = max(evidence.nonzeroEnd, scanned.end)
             let orphans = Array(segments[(index + 1)...])
             var orphanExtents: [Int] = []
             for orphan in orphans {
-                var found = scanEvidence(orphan, from: Format.segmentHeaderSize, minLSN: orphan.header.baseLSN)
+                var found = scanEvidence(
+                    orphan, from: Format.segmentHeaderSize, minLSN: orphan.header.baseLSN, visit: collect)
                 found.durableLSN = max(found.durableLSN, orphan.header.durableLSN)
                 evidence.merge(found)
                 orphanExtents.append(found.nonzeroEnd)
@@ -106,7 +128,7 @@ struct LogScanner {
             var result = Result(
                 kept: kept, orphans: orphans, orphanExtents: orphanExtents, nextLSN: expected, outcome: .clean, damage: nil,
                 tailNonzeroEnd: tailNonzeroEnd, evidence: evidence,
-                provenDurableLSN: provenDurable(kept, nextLSN: expected))
+                provenDurableLSN: provenDurable(kept, nextLSN: expected), salvageable: salvageable.normalized)
             if let reason {
                 result.outcome = truncated || evidence.durableLSN >= expected ? .corruption : .tornTail
                 result.damage = Damage(
@@ -189,9 +211,30 @@ struct LogScanner {
         return nil
     }
 
+    /// Calls `body` with the segment, offset and header of every valid data record past the
+    /// cut whose LSN is at least the cut's (`result.nextLSN`), in scan order: the cut segment's
+    /// tail by offset, then each orphan by offset. The records `salvageable` counts.
+    static func forEachRecordPastCut(
+        _ result: Result, _ body: (_ segment: Segment, _ offset: Int, _ header: RecordHeader) -> Void
+    ) {
+        let cut = result.cut
+        let lowest = result.nextLSN
+        _ = scanEvidence(cut.segment, from: cut.end, minLSN: lowest) { offset, header in
+            if header.type == Format.recordTypeData, header.lsn >= lowest { body(cut.segment, offset, header) }
+        }
+        for orphan in result.orphans {
+            _ = scanEvidence(orphan, from: Format.segmentHeaderSize, minLSN: orphan.header.baseLSN) { offset, header in
+                if header.type == Format.recordTypeData, header.lsn >= lowest { body(orphan, offset, header) }
+            }
+        }
+    }
+
     /// Looks for valid records anywhere from `start` to the end of `segment`, at every 8-byte
-    /// aligned position (a torn or damaged record's length cannot be trusted to skip it).
-    static func scanEvidence(_ segment: Segment, from start: Int, minLSN: LSN) -> Evidence {
+    /// aligned position (a torn or damaged record's length cannot be trusted to skip it), and
+    /// calls `visit` with the offset and header of each one found.
+    static func scanEvidence(
+        _ segment: Segment, from start: Int, minLSN: LSN, visit: (Int, RecordHeader) -> Void = { _, _ in }
+    ) -> Evidence {
         let bytes = segment.bytes
         let base = bytes.baseAddress!
         var evidence = Evidence(nonzeroEnd: start)
@@ -234,6 +277,7 @@ struct LogScanner {
                         == header.crc
                 {
                     evidence.validRecords += 1
+                    visit(position, header)
                     evidence.durableLSN = max(evidence.durableLSN, header.durableLSN)
                     if header.type == Format.recordTypeData {
                         evidence.highestLSN = max(evidence.highestLSN, header.lsn)
@@ -273,6 +317,52 @@ func skipZeros(_ base: UnsafeRawPointer, from start: Int, to end: Int) -> Int {
         position += 8
     }
     return position
+}
+
+/// A set of LSNs kept as ranges, built from LSNs that mostly come in ascending runs (the
+/// records found past a cut), so that millions of records take a few ranges.
+struct LSNRanges {
+    private var ranges: [ClosedRange<LSN>] = []
+
+    mutating func insert(_ lsn: LSN) {
+        if let last = ranges.last {
+            if last.contains(lsn) { return }
+            if last.upperBound < LSN.max, last.upperBound + 1 == lsn {
+                ranges[ranges.count - 1] = last.lowerBound...lsn
+                return
+            }
+        }
+        ranges.append(lsn...lsn)
+    }
+
+    /// Ascending, disjoint, with adjacent ranges merged.
+    var normalized: [ClosedRange<LSN>] {
+        var merged: [ClosedRange<LSN>] = []
+        for range in ranges.sorted(by: { $0.lowerBound < $1.lowerBound }) {
+            if let last = merged.last,
+                last.upperBound == LSN.max || range.lowerBound <= last.upperBound + 1
+            {
+                merged[merged.count - 1] = last.lowerBound...max(last.upperBound, range.upperBound)
+            } else {
+                merged.append(range)
+            }
+        }
+        return merged
+    }
+
+    /// The LSNs of `bounds` in none of `ranges` (ascending, disjoint), as ranges.
+    static func complement(of ranges: [ClosedRange<LSN>], within bounds: ClosedRange<LSN>) -> [ClosedRange<LSN>] {
+        var result: [ClosedRange<LSN>] = []
+        var next = bounds.lowerBound
+        for range in ranges where range.upperBound >= next {
+            guard range.lowerBound <= bounds.upperBound else { break }
+            if range.lowerBound > next { result.append(next...(range.lowerBound - 1)) }
+            guard range.upperBound < bounds.upperBound else { return result }
+            next = range.upperBound + 1
+        }
+        result.append(next...bounds.upperBound)
+        return result
+    }
 }
 
 /// Where a log stops being valid, and why.

@@ -1,13 +1,28 @@
-/// What recovery does when valid records stop before the end of the log.
+/// What recovery does when valid records stop before the end of the log (docs/FORMAT.md §8.5).
+///
+/// LSNs are identities: a record keeps its LSN forever, reads go by LSN, and appends continue
+/// right after the last record kept. So no mode ever keeps a record past the first damaged one
+/// in the log itself, and none renumbers records. The modes differ in what they refuse and in
+/// what they hand to the operator. In every mode, whatever recovery removes is first preserved
+/// in a side file in the log directory (`dropped-…`, see `RecoveryReport.DroppedRegion`).
 public enum RecoveryMode: String, Sendable, CaseIterable {
     /// Any byte past the last valid record that is not zero is an error: the open fails before
-    /// recovery changes anything (leftover `*.seg.tmp` files excepted).
+    /// recovery changes anything (leftover `*.seg.tmp` and `*.partial` files excepted).
     case strict
     /// Drop a torn tail (bytes no acknowledged record lives in) quietly; refuse to open
     /// on damage to durable data. The default.
     case tornTail = "torn-tail"
     /// Keep the valid prefix even when durable data past it is damaged; report the lost LSNs.
     case pointInTime = "point-in-time"
+    /// Like `pointInTime`, the log keeps the valid prefix (LSNs stay contiguous), and, before
+    /// anything is dropped, every valid data record found past the damage (at any 8-byte
+    /// aligned offset of the damaged segment's tail and of every segment after it) is exported
+    /// byte for byte, with its LSN, to a JSON-lines file in the log directory
+    /// (`RecoveryReport.salvageFile`). The report lists those LSNs (`salvageableLSNs`) and the
+    /// LSNs no valid record was found for (`gaps`). The exported records are not part of the
+    /// log any more: the application can re-append their payloads (under new LSNs) or use them
+    /// to repair its own state.
+    case salvage
 }
 
 /// What recovery found and, for a writer, what it changed.
@@ -17,7 +32,8 @@ public struct RecoveryReport: Sendable, Equatable {
         case clean
         /// Bytes past the last valid record were never acknowledged; dropped quietly.
         case tornTail = "torn-tail"
-        /// Data that was durable is damaged. A writer only opens in `.pointInTime` mode.
+        /// Data that was durable is damaged. A writer only opens in `.pointInTime` or
+        /// `.salvage` mode.
         case corruption
     }
 
@@ -27,6 +43,17 @@ public struct RecoveryReport: Sendable, Equatable {
         public var offset: UInt64
         public var length: UInt64
         public var reason: String
+        /// Where the bytes were preserved before they were removed (a writer's report only;
+        /// nil for a read-only open). The path of a side file in the log directory:
+        /// for the damaged segment's tail, `dropped-<segment>-<offset>-<UTC time>.bin` holding
+        /// exactly `length` bytes, byte `i` of the file being byte `offset + i` of the segment;
+        /// for a segment after the cut, the whole segment file renamed to
+        /// `dropped-<segment>-0-<UTC time>.bin` (header included, so its records can still be
+        /// checked), where the region starts at `preservedFileOffset`.
+        public var preservedAt: String?
+        /// The offset in the side file of the region's first byte: 0 for a copy of a tail,
+        /// `offset` for a whole segment file.
+        public var preservedFileOffset: UInt64 = 0
     }
 
     public var outcome: Outcome
@@ -42,12 +69,31 @@ public struct RecoveryReport: Sendable, Equatable {
     /// Where valid records stop, and why; nil for a clean log.
     public var damage: Damage?
     public var droppedRegions: [DroppedRegion]
-    /// Segment files after the cut, deleted (or, read-only, to be deleted).
+    /// Segment files after the cut: moved to side files (or, read-only, to be moved). They are
+    /// no longer segments of the log; `droppedRegions` says where each one went.
     public var removedSegments: [String]
     /// After corruption: the LSNs past the damage, from the first one (which was durable) to
-    /// the highest LSN or durable claim found past it. A point-in-time writer drops them.
+    /// the highest LSN or durable claim found past it. A point-in-time or salvage writer drops
+    /// them from the log.
     public var lostLSNs: ClosedRange<LSN>?
+    /// LSN ranges (ascending, disjoint) of the valid data records found past the cut, in the
+    /// damaged segment's tail or in the segments after it, with LSNs from `lastLSN + 1` on.
+    /// No mode keeps them in the log; `.salvage` exports them to `salvageFile`. Computed in
+    /// every mode and by read-only opens, so that a check shows what salvage would export.
+    public var salvageableLSNs: [ClosedRange<LSN>] = []
+    /// LSN ranges (ascending, disjoint) from `lastLSN + 1` through the highest LSN known past
+    /// the cut (the upper end of `lostLSNs` after corruption) for which no valid record was
+    /// found anywhere: those records are gone, in every mode.
+    public var gaps: [ClosedRange<LSN>] = []
+    /// `.salvage` writers only: the JSON-lines file in the log directory
+    /// (`salvaged-<segment>-<offset>-<UTC time>.jsonl`, named after the cut) holding every
+    /// record of `salvageableLSNs`, one object per line, in scan order:
+    /// `{"data":"<base64 payload>","durable_lsn":…,"length":…,"lsn":…,"offset":…,"segment":"…"}`
+    /// (segment and offset say where the record was). Nil when there was nothing to export.
+    public var salvageFile: String?
 
     public var recordsKept: UInt64 { lastLSN + 1 - firstLSN }
     public var droppedBytes: UInt64 { droppedRegions.reduce(0) { $0 + $1.length } }
+    /// Every side file this recovery wrote or reused: the preserved regions, then the export.
+    public var sideFiles: [String] { droppedRegions.compactMap(\.preservedAt) + (salvageFile.map { [$0] } ?? []) }
 }

@@ -50,3 +50,31 @@ func parseByteCount(_ text: String) -> Int? {
 }
 
 extension Log.SyncMode: ExpressibleByArgument {}
+
+extension RecoveryMode: ExpressibleByArgument {}
+
+/// LSN ranges as JSON: `[[first, last], ...]`.
+func lsnRanges(_ ranges: [ClosedRange<LSN>]) -> [[LSN]] { ranges.map { [$0.lowerBound, $0.upperBound] } }
+
+/// LSN ranges as text: "10, 12...20".
+func describeRanges(_ ranges: [ClosedRange<LSN>]) -> String {
+    ranges.map { $0.lowerBound == $0.upperBound ? "\($0.lowerBound)" : "\($0.lowerBound)...\($0.upperBound)" }
+        .joined(separator: ", ")
+}
+
+/// One line on what a writer's recovery changed, or nil when it found a clean log.
+func describeAppliedRecovery(_ report: RecoveryReport) -> String? {
+    guard report.applied, report.outcome != .clean else { return nil }
+    var text = "recovery (\(report.mode.rawValue)): \(report.outcome.rawValue)"
+    if let damage = report.damage { text += " at \(damage.segment) offset \(damage.offset) (LSN \(damage.lsn))" }
+    text += "; kept \(report.recordsKept) records"
+    if report.recordsKept > 0 { text += " (LSN \(report.firstLSN)...\(report.lastLSN))" }
+    if let lost = report.lostLSNs { text += "; durable LSNs \(lost.lowerBound)...\(lost.upperBound) dropped" }
+    let preserved = report.droppedRegions.compactMap(\.preservedAt)
+    if !preserved.isEmpty {
+        text += "; dropped \(humanBytes(Int(report.droppedBytes))), preserved in " + preserved.joined(separator: ", ")
+    }
+    if let file = report.salvageFile { text += "; LSNs \(describeRanges(report.salvageableLSNs)) exported to \(file)" }
+    if !report.gaps.isEmpty { text += "; no valid record for LSNs \(describeRanges(report.gaps))" }
+    return text
+}

@@ -459,3 +459,389 @@ import Testing
         try reopened.close()
     }
 }
+
+/// Recovery modes (FORMAT.md §8.5, §8.6) on four damaged logs: what each mode keeps, refuses,
+/// reports, preserves in side files and (salvage) exports, and that the result is a log every
+/// mode, a reader and a second recovery open cleanly.
+@Suite struct RecoveryModeTests {
+    enum Damage: String, CaseIterable, Sendable, CustomTestStringConvertible {
+        /// Uncommitted records after a commit, one of them damaged: valid ones follow it.
+        case tornTail = "torn tail"
+        /// A flipped byte in a committed record followed by later commits (and a close marker).
+        case durableRecord = "flipped byte in a durable record"
+        /// A roll into segment 2 that was installed but never committed, and segment 1's
+        /// unacknowledged tail torn: segment 2 is an orphan.
+        case orphanAfterTornRoll = "orphan segment after a torn roll"
+        /// A flipped byte in a committed record of segment 1 of 3: segments 2 and 3 are orphans.
+        case durableRecordBeforeTwoSegments = "flipped byte in a durable record, two segments after it"
+
+        var testDescription: String { rawValue }
+    }
+
+    /// A damaged log and what recovery must make of it.
+    struct Case {
+        var files: [String: Data]
+        /// Every record as written, in LSN order (the damaged one included, undamaged).
+        var records: [Log.Record]
+        var cutLSN: LSN
+        var cutSegment: String
+        var cutOffset: Int
+        var outcome: RecoveryReport.Outcome
+        var orphans: [String]
+
+        var lost: ClosedRange<LSN>? { outcome == .corruption ? cutLSN...records.last!.lsn : nil }
+        var pastCut: [Log.Record] { records.filter { $0.lsn > cutLSN } }
+        var salvageable: [ClosedRange<LSN>] { [(cutLSN + 1)...records.last!.lsn] }
+        var gaps: [ClosedRange<LSN>] { [cutLSN...cutLSN] }
+        var kept: [Log.Record] { Array(records.prefix(Int(cutLSN - 1))) }
+
+        func opens(in mode: RecoveryMode) -> Bool {
+            switch mode {
+            case .strict: false
+            case .tornTail: outcome == .tornTail
+            case .pointInTime, .salvage: true
+            }
+        }
+    }
+
+    static func make(_ damage: Damage) throws -> Case {
+        let source = TemporaryDirectory("damaged")
+        let segmentOne = Format.segmentFileName(id: 1)
+        switch damage {
+        case .tornTail:
+            let log = try Log.open(source.path, options: options())
+            for index in 0..<10 { try log.append(payload(index)) }
+            try log.commit()
+            for index in 10..<30 { try log.append(payload(index)) }
+            let records = Array(log.records())
+            _ = consume log
+            var files = try snapshot(source.path)
+            let victim = records[15]
+            files[segmentOne]![victim.offset + 17] ^= 0x40
+            return Case(files: files, records: records, cutLSN: victim.lsn, cutSegment: segmentOne,
+                        cutOffset: victim.offset, outcome: .tornTail, orphans: [])
+        case .durableRecord:
+            let log = try Log.open(source.path, options: options())
+            for index in 0..<20 { try log.appendAndCommit(payload(index)) }
+            let records = Array(log.records())
+            try log.close()
+            var files = try snapshot(source.path)
+            let victim = records[9]
+            files[segmentOne]![victim.offset + 17] ^= 0x40
+            return Case(files: files, records: records, cutLSN: victim.lsn, cutSegment: segmentOne,
+                        cutOffset: victim.offset, outcome: .corruption, orphans: [])
+        case .orphanAfterTornRoll:
+            let log = try Log.open(source.path, options: options())
+            for index in 0..<10 { try log.append(payload(index, maxLength: 1000)) }
+            try log.commit()
+            var index = 10
+            while log.segments.count < 2 || log.segments[1].recordCount < 5 {
+                try log.append(payload(index, maxLength: 1000))
+                index += 1
+            }
+            // Segment 2 is installed (durable, named), then the sync of the pages fails.
+            FaultInjection.arm(.sync, directory: source.path, after: 1, errno: .ioError)
+            defer { FaultInjection.disarm(directory: source.path) }
+            #expect(throws: LogError.self) { try log.commit() }
+            let records = Array(log.records())
+            _ = consume log
+            var files = try snapshot(source.path)
+            let segmentTwo = Format.segmentFileName(id: 2)
+            #expect(files[segmentTwo] != nil)
+            let victim = records[100]
+            files[segmentOne]![victim.offset + 2] ^= 0xFF
+            return Case(files: files, records: records, cutLSN: victim.lsn, cutSegment: segmentOne,
+                        cutOffset: victim.offset, outcome: .tornTail, orphans: [segmentTwo])
+        case .durableRecordBeforeTwoSegments:
+            let log = try Log.open(source.path, options: options())
+            var index = 0
+            while log.segments.count < 3 {
+                try log.append(payload(index, maxLength: 8000))
+                index += 1
+                if index % 4 == 0 { try log.commit() }
+            }
+            let records = Array(log.records())
+            try log.close()
+            var files = try snapshot(source.path)
+            let inFirst = records.filter { $0.segment == segmentOne }
+            let victim = inFirst[inFirst.count / 2]
+            files[segmentOne]![victim.offset + 17] ^= 0x40
+            return Case(files: files, records: records, cutLSN: victim.lsn, cutSegment: segmentOne,
+                        cutOffset: victim.offset, outcome: .corruption,
+                        orphans: [Format.segmentFileName(id: 2), Format.segmentFileName(id: 3)])
+        }
+    }
+
+    /// The salvage export as (lsn, segment, offset, payload), in file order.
+    static func exported(_ path: String) throws -> [Log.Record] {
+        let text = try String(contentsOfFile: path, encoding: .utf8)
+        return try text.split(separator: "\n").map { line in
+            let object = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+            let data = try #require(Data(base64Encoded: object["data"] as? String ?? "?"))
+            #expect(object["length"] as? Int == data.count)
+            #expect(object["durable_lsn"] is Int)
+            return Log.Record(lsn: LSN(object["lsn"] as? Int ?? -1), segment: object["segment"] as? String ?? "",
+                              offset: object["offset"] as? Int ?? -1, payload: [UInt8](data))
+        }
+    }
+
+    static func contents(_ path: String) throws -> Data { try Data(contentsOf: URL(fileURLWithPath: path)) }
+
+    /// The side files in `directory` holding bytes of `segment` from `offset` (`dropped-S-O-*`).
+    static func droppedFiles(_ directory: String, segment: String, offset: Int) throws -> [String] {
+        try Log.sideFiles(in: directory).filter { $0.hasPrefix("dropped-\(segment)-\(offset)-") }
+    }
+
+    /// Checks that the side files of `directory` preserve exactly what recovery of `damaged`
+    /// dropped: one copy of the cut segment's nonzero tail, each orphan segment whole, and
+    /// (salvage) one export of every valid record past the cut.
+    static func checkSideFiles(_ directory: String, _ damaged: Case, mode: RecoveryMode) throws {
+        let original = damaged.files[damaged.cutSegment]!
+        let tailCopies = try droppedFiles(directory, segment: damaged.cutSegment, offset: damaged.cutOffset)
+        #expect(tailCopies.count == 1, "\(tailCopies)")
+        if let copy = tailCopies.first {
+            let bytes = try contents(directory + "/" + copy)
+            let end = damaged.cutOffset + bytes.count
+            #expect(bytes == original[damaged.cutOffset..<end], "the copy holds the dropped bytes")
+            #expect(original[end...].allSatisfy { $0 == 0 }, "and every nonzero byte after the cut")
+        }
+        for orphan in damaged.orphans {
+            #expect(!FileManager.default.fileExists(atPath: directory + "/" + orphan), "\(orphan) left the log")
+            let moved = try droppedFiles(directory, segment: orphan, offset: 0)
+            #expect(moved.count == 1, "\(orphan): \(moved)")
+            if let moved = moved.first { #expect(try contents(directory + "/" + moved) == damaged.files[orphan]) }
+        }
+        let exports = try Log.sideFiles(in: directory).filter { $0.hasPrefix("salvaged-") }
+        if mode == .salvage {
+            #expect(exports.count == 1, "\(exports)")
+            #expect(exports.first?.hasPrefix("salvaged-\(damaged.cutSegment)-\(damaged.cutOffset)-") == true)
+            if let export = exports.first {
+                #expect(try exported(directory + "/" + export) == damaged.pastCut,
+                        "every valid record past the cut, byte-identical, with its LSN and place")
+            }
+        } else {
+            #expect(exports.isEmpty)
+        }
+        for name in try Log.sideFiles(in: directory) {
+            #expect(Format.segmentID(fromFileName: name) == nil && !name.hasSuffix(".seg.tmp"))
+        }
+    }
+
+    @Test(arguments: RecoveryMode.allCases, Damage.allCases)
+    func eachModeOnEachDamagedLog(mode: RecoveryMode, damage: Damage) throws {
+        let damaged = try Self.make(damage)
+        let work = TemporaryDirectory("mode")
+        try restore(damaged.files, into: work.path)
+
+        // A read-only open plans the same in every mode and changes nothing.
+        let plan = try Log.openReadOnly(work.path).recoveryReport
+        #expect(plan.outcome == damaged.outcome)
+        #expect(plan.lastLSN == damaged.cutLSN - 1)
+        #expect(plan.lostLSNs == damaged.lost)
+        #expect(plan.salvageableLSNs == damaged.salvageable)
+        #expect(plan.gaps == damaged.gaps)
+        #expect(plan.removedSegments == damaged.orphans)
+        #expect(plan.sideFiles.isEmpty && plan.salvageFile == nil)
+
+        guard damaged.opens(in: mode) else {
+            let error = expectLogError(.corruption) { _ = try Log.open(work.path, options: options(recovery: mode)) }
+            #expect(error?.lsn == damaged.cutLSN)
+            #expect(error?.offset == UInt64(damaged.cutOffset))
+            var after = try snapshot(work.path)
+            after["LOCK"] = damaged.files["LOCK"]
+            #expect(after == damaged.files, "a refused open changes nothing and writes no side file")
+            return
+        }
+
+        let log = try Log.open(work.path, options: options(recovery: mode))
+        let report = log.recoveryReport
+        #expect(report.applied && report.mode == mode)
+        #expect(report.outcome == damaged.outcome)
+        #expect(report.damage?.lsn == damaged.cutLSN)
+        #expect(report.damage?.segment == damaged.cutSegment)
+        #expect(report.damage?.offset == UInt64(damaged.cutOffset))
+        #expect(report.lastLSN == damaged.cutLSN - 1)
+        #expect(report.lostLSNs == damaged.lost)
+        #expect(report.salvageableLSNs == damaged.salvageable)
+        #expect(report.gaps == damaged.gaps)
+        #expect(Array(log.records()) == damaged.kept, "exactly the valid prefix, byte-identical")
+        // The report names each side file and where its region starts in it.
+        #expect(report.droppedRegions.count == 1 + damaged.orphans.count)
+        for region in report.droppedRegions {
+            let path = try #require(region.preservedAt, "\(region.segment) was dropped without a side file")
+            let bytes = try Self.contents(path)
+            let original = damaged.files[region.segment]!
+            let start = Int(region.offset)
+            #expect(bytes[Int(region.preservedFileOffset)...].prefix(Int(region.length))
+                == original[start..<(start + Int(region.length))])
+        }
+        #expect(report.droppedRegions.first?.offset == UInt64(damaged.cutOffset))
+        #expect(report.droppedRegions.first?.preservedFileOffset == 0)
+        #expect(report.droppedRegions.dropFirst().map(\.segment) == damaged.orphans)
+        #expect(report.droppedRegions.dropFirst().allSatisfy { $0.preservedFileOffset == 4096 })
+        #expect((report.salvageFile != nil) == (mode == .salvage))
+        #expect(report.sideFiles.allSatisfy { $0.hasPrefix(work.path + "/") })
+        #expect(Set(report.sideFiles.map { String($0.dropFirst(work.path.count + 1)) }) == Set(try Log.sideFiles(in: work.path)),
+                "the report names every side file in the directory")
+        try Self.checkSideFiles(work.path, damaged, mode: mode)
+        _ = consume log  // a crash right after recovery: no close marker
+
+        // A second recovery finds a clean log and writes no second side file.
+        let sideFiles = try Log.sideFiles(in: work.path)
+        let again = try Log.open(work.path, options: options(recovery: mode))
+        #expect(again.recoveryReport.outcome == .clean)
+        #expect(again.recoveryReport.droppedRegions.isEmpty && again.recoveryReport.sideFiles.isEmpty)
+        #expect(Array(again.records()) == damaged.kept)
+        #expect(try Log.sideFiles(in: work.path) == sideFiles)
+        // Appends continue at the cut's LSN.
+        #expect(try again.appendAndCommit(Array("after recovery".utf8)) == damaged.cutLSN)
+        try again.close()
+        // Every mode and every reader opens the directory with its side files.
+        for other in RecoveryMode.allCases {
+            let reopened = try Log.open(work.path, options: options(recovery: other))
+            #expect(reopened.recoveryReport.outcome == .clean, "\(other)")
+            #expect(reopened.writtenLSN == damaged.cutLSN, "\(other)")
+            try reopened.close()
+        }
+        let reader = try Log.openReadOnly(work.path)
+        #expect(reader.recoveryReport.outcome == .clean)
+        #expect(reader.recoveryReport.salvageableLSNs.isEmpty && reader.recoveryReport.gaps.isEmpty)
+        #expect(Array(reader.records()).map(\.payload) == damaged.kept.map(\.payload) + [Array("after recovery".utf8)])
+        try reader.close()
+        #expect(try Log.sideFiles(in: work.path) == sideFiles)
+        try Self.checkSideFiles(work.path, damaged, mode: mode)
+    }
+
+    /// A crash at any step of recovery (modelled as a process crash: the files as they are at
+    /// that step), then recovery again, keeps the same records and leaves exactly one side file
+    /// per dropped region and one export.
+    @Test(arguments: [(RecoveryMode.salvage, Damage.durableRecordBeforeTwoSegments),
+                      (.pointInTime, .durableRecordBeforeTwoSegments), (.tornTail, .orphanAfterTornRoll),
+                      (.salvage, .tornTail)])
+    func recoveryInterruptedAtEveryStepIsIdempotent(mode: RecoveryMode, damage: Damage) throws {
+        let damaged = try Self.make(damage)
+        let work = TemporaryDirectory("interrupted")
+        try restore(damaged.files, into: work.path)
+        let states = Mutex<[(String, [String: Data])]>([])
+        let path = work.path
+        FaultInjection.observe(under: path) { event in
+            guard case .crashPoint(let name, _) = event, name.hasPrefix("recovery:") else { return }
+            if let files = try? snapshot(path) { states.withLock { $0.append((name, files)) } }
+        }
+        let log: Log
+        do {
+            defer { FaultInjection.stopObserving(under: path) }
+            log = try Log.open(work.path, options: options(recovery: mode))
+        }
+        let expected = Array(log.records())
+        #expect(expected == damaged.kept)
+        try log.close()
+        let captured = states.withLock { $0 }
+        #expect(captured.count >= 4 + damaged.orphans.count, "\(captured.map(\.0))")
+        for (step, files) in captured {
+            let again = TemporaryDirectory("again")
+            try restore(files, into: again.path)
+            let rerun = try Log.open(again.path, options: options(recovery: mode))
+            #expect(Array(rerun.records()) == expected, "crash at \(step)")
+            for path in rerun.recoveryReport.sideFiles {
+                #expect(FileManager.default.fileExists(atPath: path), "crash at \(step): \(path)")
+            }
+            try rerun.close()
+            try Self.checkSideFiles(again.path, damaged, mode: mode)
+        }
+    }
+
+    /// The order of the syncs, as the power-loss simulator sees them: every side file is
+    /// fsync'd, and the directory after it, before the first byte is zeroed; each orphan is
+    /// fsync'd before it is renamed, and the directory after the renames, before recovery ends.
+    @Test func sideFilesAreDurableBeforeAnythingIsDropped() throws {
+        let damaged = try Self.make(.durableRecordBeforeTwoSegments)
+        let work = TemporaryDirectory("order")
+        // Sync events carry canonical paths (from /proc/self/fd), so the log is opened by one.
+        let path = URL(fileURLWithPath: work.path).resolvingSymlinksInPath().path
+        try restore(damaged.files, into: path)
+        enum Step: Equatable {
+            case fileSynced(String)
+            case directorySynced
+            case crashPoint(String)
+        }
+        let steps = Mutex<[Step]>([])
+        FaultInjection.observe(under: path) { event in
+            let step: Step?
+            switch event {
+            case .fileSynced(let file): step = .fileSynced(String(file.dropFirst(path.count + 1)))
+            case .directorySynced(let directory): step = directory == path ? .directorySynced : nil
+            case .crashPoint(let name, _): step = .crashPoint(name)
+            case .pagesSynced, .syncFailed, .written: step = nil
+            }
+            if let step { steps.withLock { $0.append(step) } }
+        }
+        let log: Log
+        do {
+            defer { FaultInjection.stopObserving(under: path) }
+            log = try Log.open(path, options: options(recovery: .salvage))
+        }
+        let report = log.recoveryReport
+        try log.close()
+        let seen = steps.withLock { $0 }
+        func index(_ step: Step) -> Int {
+            guard let index = seen.firstIndex(of: step) else {
+                Issue.record("\(step) never happened: \(seen)")
+                return -1
+            }
+            return index
+        }
+        let export = String(try #require(report.salvageFile).dropFirst(path.count + 1))
+        let copy = String(try #require(report.droppedRegions[0].preservedAt).dropFirst(path.count + 1))
+        let zeroed = index(.crashPoint("recovery: torn tail zeroed, not synced"))
+        let exportSynced = index(.fileSynced(export + ".partial"))
+        let copySynced = index(.fileSynced(copy + ".partial"))
+        let directorySynced = try #require(seen[copySynced...].firstIndex(of: .directorySynced))
+        #expect(exportSynced < copySynced && copySynced < directorySynced && directorySynced < zeroed, "\(seen)")
+        var lastMove = zeroed
+        for orphan in damaged.orphans {
+            let synced = index(.fileSynced(orphan))
+            let moved = index(.crashPoint("recovery: moved \(orphan) to a side file"))
+            #expect(lastMove < synced && synced < moved, "\(seen)")
+            lastMove = moved
+        }
+        #expect(seen[lastMove...].contains(.directorySynced), "the renames are made durable")
+    }
+
+    @Test(.enabled(if: canMountTmpfs, "needs root and mount(8) to make a real full filesystem"))
+    func noRoomForTheSideFileRefusesToDropAnything() throws {
+        let directory = TemporaryDirectory()
+        #expect(run("/bin/mount", ["-t", "tmpfs", "-o", "size=2m", "tmpfs", directory.path]) == 0)
+        defer { run("/bin/umount", [directory.path]) }
+        let logPath = directory.child("log")
+        // Records that were never committed fill most of the segment: a torn tail of ~900 KiB.
+        do {
+            let log = try Log.open(logPath, options: options())
+            try log.appendAndCommit(Array("kept".utf8))
+            while log.segments[0].bytesUsed < 900 << 10 { try log.append([UInt8](repeating: 7, count: 4000)) }
+            _ = consume log
+        }
+        let segment = segmentPath(logPath)
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: segment))
+        let second = try readAll(logPath)[1]
+        bytes[second.offset + 17] ^= 0x40
+        try bytes.write(to: URL(fileURLWithPath: segment))
+        // Fill the filesystem.
+        let filler = directory.child("filler")
+        #expect(FileManager.default.createFile(atPath: filler, contents: nil))
+        let handle = try #require(FileHandle(forWritingAtPath: filler))
+        while (try? handle.write(contentsOf: Data(count: 64 << 10))) != nil {}
+        try handle.close()
+        let before = try snapshot(logPath)
+        let error = expectLogError(.noSpace) { _ = try Log.open(logPath, options: options()) }
+        #expect(error?.message.contains("side file") == true)
+        var after = try snapshot(logPath)
+        after["LOCK"] = before["LOCK"]
+        #expect(after == before, "nothing dropped, no partial side file left")
+        try FileManager.default.removeItem(atPath: filler)
+        let log = try Log.open(logPath, options: options())
+        #expect(log.writtenLSN == 1)
+        #expect(log.recoveryReport.droppedRegions.first?.preservedAt != nil)
+        try log.close()
+    }
+}

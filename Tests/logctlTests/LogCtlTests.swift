@@ -239,6 +239,110 @@ import Testing
         #expect(result.stdout.contains("segment "), "ends with stat")
     }
 
+    /// `--recovery` on `append`: each mode does what FORMAT.md §8.5 says on a log whose durable
+    /// record 21 of 50 is damaged, and verify/stat show the gaps, what salvage can export and
+    /// the side files recovery left; the recovered log verifies clean in every subcommand.
+    @Test func appendRecoveryModesAndWhatVerifyAndStatShowOfThem() throws {
+        let scratch = Scratch()
+        let directory = scratch.child("log")
+        try makeLog(directory, lines: (1...50).map { "record \($0)" })
+        let records = try Log.openReadOnly(directory).records().map { $0 }
+        try garble(segment: directory + "/00000000000000000001.seg", at: records[20].offset + 34)
+
+        let planJSON = try logctl(["verify", directory, "--json"])
+        #expect(planJSON.status == 2)
+        let plan = try JSONSerialization.jsonObject(with: Data(planJSON.stdout.utf8)) as! [String: Any]
+        #expect(plan["status"] as? String == "corruption")
+        #expect(plan["lost_lsns"] as? [Int] == [21, 50])
+        #expect(plan["gaps"] as? [[Int]] == [[21, 21]])
+        #expect(plan["salvageable_lsns"] as? [[Int]] == [[22, 50]])
+        #expect(plan["side_files"] as? [String] == [])
+        let regions = plan["dropped_regions"] as? [[String: Any]] ?? []
+        #expect(regions.count == 1)
+        #expect(regions.first?["offset"] as? Int == records[20].offset)
+        #expect(plan["dropped_bytes"] as? Int == regions.first?["length"] as? Int)
+        let planText = try logctl(["verify", directory])
+        #expect(planText.stdout.contains("salvage recovery would export them): LSN 22...50"))
+        #expect(planText.stdout.contains("no valid record anywhere for LSN 21"))
+
+        for mode in ["strict", "torn-tail"] {
+            let refused = try logctl(["append", directory, "--recovery", mode], input: "more\n")
+            #expect(refused.status == 2, "\(mode): \(refused.stderr)")
+        }
+        #expect(try logctl(["append", directory, "--recovery", "sometimes"], input: "x\n").status == 3)
+        #expect(try Log.sideFiles(in: directory).isEmpty, "a refused open preserves nothing: it drops nothing")
+
+        let salvaged = try logctl(["append", directory, "--recovery", "salvage"], input: "more\n")
+        #expect(salvaged.status == 0, "\(salvaged.stderr)")
+        #expect(salvaged.stdout == "21\n", "appends continue at the first lost LSN")
+        #expect(salvaged.stderr.split(separator: "\n").count == 1)
+        #expect(salvaged.stderr.contains("recovery (salvage): corruption"))
+        #expect(salvaged.stderr.contains("LSNs 22...50 exported to \(directory)/salvaged-"))
+        #expect(salvaged.stderr.contains("no valid record for LSNs 21"))
+        let sideFiles = try Log.sideFiles(in: directory)
+        #expect(sideFiles.count == 2, "\(sideFiles)")
+        #expect(sideFiles.contains { $0.hasPrefix("dropped-00000000000000000001.seg-\(records[20].offset)-") })
+        let export = try #require(sideFiles.first { $0.hasPrefix("salvaged-") })
+        let lines = try String(contentsOfFile: directory + "/" + export, encoding: .utf8).split(separator: "\n")
+        #expect(lines.count == 29)
+        for (line, record) in zip(lines, records[21...]) {
+            let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
+            #expect(object["lsn"] as? Int == Int(record.lsn))
+            #expect(Data(base64Encoded: object["data"] as? String ?? "") == Data(record.payload))
+        }
+
+        let verify = try logctl(["verify", directory, "--json"])
+        #expect(verify.status == 0, "\(verify.stdout)")
+        let after = try JSONSerialization.jsonObject(with: Data(verify.stdout.utf8)) as! [String: Any]
+        #expect(after["status"] as? String == "clean")
+        #expect(after["last_lsn"] as? Int == 21)
+        #expect(after["gaps"] as? [[Int]] == [])
+        #expect(after["side_files"] as? [String] == sideFiles)
+        #expect(try logctl(["verify", directory]).stdout.contains("2 side files from earlier recoveries"))
+        let stat = try logctl(["stat", directory, "--json"])
+        #expect(stat.status == 0)
+        let statObject = try JSONSerialization.jsonObject(with: Data(stat.stdout.utf8)) as! [String: Any]
+        #expect(statObject["recovery"] as? String == "clean")
+        #expect(statObject["side_files"] as? [String] == sideFiles)
+        #expect(statObject["gaps"] as? [[Int]] == [])
+        #expect(try logctl(["stat", directory]).stdout.contains("side files 2: "))
+        let dump = try logctl(["dump", directory])
+        #expect(dump.status == 0)
+        #expect(dump.stdout.split(separator: "\n").count == 21)
+        for mode in ["strict", "torn-tail", "point-in-time", "salvage"] {
+            let more = try logctl(["append", directory, "--recovery", mode], input: "\(mode)\n")
+            #expect(more.status == 0, "\(mode): \(more.stderr)")
+            #expect(more.stderr.isEmpty, "a clean log: nothing to say")
+        }
+        #expect(try Log.sideFiles(in: directory) == sideFiles)
+    }
+
+    /// Point-in-time through the CLI, and stat's view of a damaged log.
+    @Test func pointInTimeRecoveryThroughAppendPreservesTheDroppedTail() throws {
+        let scratch = Scratch()
+        let directory = scratch.child("log")
+        try makeLog(directory, lines: (1...30).map { "r\($0)" })
+        let records = try Log.openReadOnly(directory).records().map { $0 }
+        let segment = directory + "/00000000000000000001.seg"
+        try garble(segment: segment, at: records[9].offset + 33)
+        let damaged = try Data(contentsOf: URL(fileURLWithPath: segment))
+        let stat = try logctl(["stat", directory, "--json"])
+        let object = try JSONSerialization.jsonObject(with: Data(stat.stdout.utf8)) as! [String: Any]
+        #expect(object["recovery"] as? String == "corruption")
+        #expect(object["gaps"] as? [[Int]] == [[10, 10]])
+        #expect(object["salvageable_lsns"] as? [[Int]] == [[11, 30]])
+        let result = try logctl(["append", directory, "--recovery", "point-in-time"], input: "")
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stderr.contains("recovery (point-in-time): corruption"))
+        #expect(result.stderr.contains("durable LSNs 10...30 dropped"))
+        let sideFiles = try Log.sideFiles(in: directory)
+        #expect(sideFiles.count == 1 && sideFiles[0].hasPrefix("dropped-00000000000000000001.seg-\(records[9].offset)-"))
+        let copy = try Data(contentsOf: URL(fileURLWithPath: directory + "/" + sideFiles[0]))
+        #expect(copy == damaged[records[9].offset..<(records[9].offset + copy.count)])
+        #expect(damaged[(records[9].offset + copy.count)...].allSatisfy { $0 == 0 })
+        #expect(try logctl(["verify", directory]).status == 0)
+    }
+
     func garble(segment: String, at offset: Int) throws {
         var bytes = try Data(contentsOf: URL(fileURLWithPath: segment))
         bytes[offset] ^= 0x5A

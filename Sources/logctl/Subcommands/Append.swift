@@ -11,6 +11,14 @@ extension LogCtl {
                 only after a commit returns are the LSNs it made durable printed, one per line. With
                 --sync none nothing becomes durable and nothing is printed.
 
+                --recovery chooses what opening the log does when valid records stop before its end
+                (docs/FORMAT.md §8.5): strict refuses any invalid byte; torn-tail (the default) drops a
+                torn tail and refuses damage to durable data; point-in-time keeps the records before the
+                damage and drops the rest; salvage does the same and also exports every valid record past
+                the damage, with its LSN, to a salvaged-*.jsonl file in the log directory. Whatever
+                recovery drops is first preserved in dropped-*.bin files there. When recovery changed
+                something, one line on stderr says what, and where it went.
+
                 Example:
                   printf 'hello\\nworld\\n' | logctl append /tmp/log --create
                 """)
@@ -29,6 +37,9 @@ extension LogCtl {
         @Option(help: "Segment size for a new log, in bytes (suffixes K, M, G allowed).")
         var segmentSize = "64MiB"
 
+        @Option(help: "Recovery on open: strict, torn-tail, point-in-time or salvage.")
+        var recovery: RecoveryMode = .tornTail
+
         func validate() throws {
             guard batch >= 1 else { throw ValidationError("--batch must be at least 1") }
             guard parseByteCount(segmentSize) != nil else {
@@ -38,8 +49,11 @@ extension LogCtl {
 
         func run() throws {
             let options = Log.Options(
-                segmentSize: parseByteCount(segmentSize)!, createIfMissing: create, sync: sync)
+                segmentSize: parseByteCount(segmentSize)!, createIfMissing: create, recovery: recovery, sync: sync)
             let log = try Log.open(log.directory, options: options)
+            if let note = describeAppliedRecovery(log.recoveryReport) {
+                FileHandle.standardError.write(Data(("logctl: " + note + "\n").utf8))
+            }
             var pending: [LSN] = []
             var reader = LineReader(descriptor: 0)
             func commitAndPrint() throws {

@@ -175,7 +175,10 @@ final class CrashTestResources: Sendable {
         directories.withLock { $0.removeAll { $0 == directory } }
         guard !keep else { return }
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
-        for name in names where name == "LOCK" || name.hasSuffix(".seg") || name.hasSuffix(".seg.tmp") {
+        for name in names
+        where name == "LOCK" || name.hasSuffix(".seg") || name.hasSuffix(".seg.tmp") || Log.isSideFileName(name)
+            || (name.hasSuffix(".partial") && Log.isSideFileName(String(name.dropLast(".partial".count))))
+        {
             unlink(directory + "/" + name)
         }
         if rmdir(directory) != 0 && errno != ENOENT {

@@ -135,7 +135,10 @@ extension LogCtl {
         /// Empties a previous demo log; refuses to touch a directory holding anything else.
         static func prepare(_ directory: String) throws {
             let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
-            let foreign = names.filter { !$0.hasSuffix(".seg") && !$0.hasSuffix(".seg.tmp") && $0 != "LOCK" }
+            let foreign = names.filter {
+                !$0.hasSuffix(".seg") && !$0.hasSuffix(".seg.tmp") && $0 != "LOCK" && !Log.isSideFileName($0)
+                    && !($0.hasSuffix(".partial") && Log.isSideFileName(String($0.dropLast(".partial".count))))
+            }
             guard foreign.isEmpty else {
                 throw LogError(.invalidArgument, "holds files that are not a LogStore log; choose another --dir",
                                path: directory)

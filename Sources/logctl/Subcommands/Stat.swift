@@ -35,6 +35,12 @@ extension LogCtl {
             var segment_size: Int
             var writer_pid: Int32?
             var recovery: String
+            /// LSN ranges past the damage with no valid record anywhere (empty for a clean log).
+            var gaps: [[LSN]] = []
+            /// LSN ranges of the valid records past the damage (what salvage recovery exports).
+            var salvageable_lsns: [[LSN]] = []
+            /// Side files in the directory (names), left by earlier recoveries.
+            var side_files: [String] = []
         }
 
         func run() throws {
@@ -51,7 +57,10 @@ extension LogCtl {
                 records: opened.writtenLSN + 1 - opened.firstLSN, durable_lsn: opened.durableLSN,
                 bytes_used: segments.reduce(0) { $0 + $1.bytesUsed },
                 bytes_allocated: segments.reduce(0) { $0 + $1.bytesAllocated }, segment_size: opened.segmentSize,
-                writer_pid: Log.lockHolder(log.directory), recovery: opened.recoveryReport.outcome.rawValue)
+                writer_pid: Log.lockHolder(log.directory), recovery: opened.recoveryReport.outcome.rawValue,
+                gaps: lsnRanges(opened.recoveryReport.gaps),
+                salvageable_lsns: lsnRanges(opened.recoveryReport.salvageableLSNs),
+                side_files: (try? Log.sideFiles(in: log.directory)) ?? [])
             if format.json {
                 printJSON(report)
                 return
@@ -69,7 +78,18 @@ extension LogCtl {
                 "size       \(humanBytes(report.bytes_used)) used of \(humanBytes(report.bytes_allocated)) allocated, "
                     + "\(humanBytes(report.segment_size)) segments")
             lines.append("writer     " + (report.writer_pid.map { "process \($0) holds the lock" } ?? "none"))
-            lines.append("state      \(report.recovery)")
+            var state = report.recovery
+            if !report.gaps.isEmpty {
+                state += "; no valid record for LSN " + describeRanges(report.gaps.map { $0[0]...$0[1] })
+            }
+            if !report.salvageable_lsns.isEmpty {
+                state += "; salvageable past the damage: LSN "
+                    + describeRanges(report.salvageable_lsns.map { $0[0]...$0[1] })
+            }
+            lines.append("state      \(state)")
+            if !report.side_files.isEmpty {
+                lines.append("side files \(report.side_files.count): " + report.side_files.joined(separator: ", "))
+            }
             lines.append("")
             let header = ["segment", "id", "base LSN", "records", "used", "allocated"]
             let rows = report.segments.map {

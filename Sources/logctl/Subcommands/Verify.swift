@@ -11,6 +11,10 @@ extension LogCtl {
                 affected). Exit 2: corruption of durable data (segment, offset and reason are printed).
                 Exit 3: not a log, unreadable, or bad arguments.
 
+                Past the damage it also lists the valid records a salvage recovery would export
+                (salvageable LSNs), the LSNs no valid record was found for (gaps), and the side files
+                earlier recoveries left in the directory (dropped-*.bin, salvaged-*.jsonl).
+
                 Example:
                   logctl verify /tmp/log --json
                 """)
@@ -29,6 +33,21 @@ extension LogCtl {
             var dropped_bytes: UInt64
             var removed_segments: [String]
             var lost_lsns: [LSN]?
+            /// What a writer would drop: the damaged segment's tail, then each later segment.
+            var dropped_regions: [RegionReport] = []
+            /// LSN ranges of the valid records past the damage (what salvage recovery exports).
+            var salvageable_lsns: [[LSN]] = []
+            /// LSN ranges past the damage with no valid record anywhere.
+            var gaps: [[LSN]] = []
+            /// Side files in the directory (names), left by earlier recoveries.
+            var side_files: [String] = []
+        }
+
+        struct RegionReport: Encodable {
+            var segment: String
+            var offset: UInt64
+            var length: UInt64
+            var reason: String
         }
 
         struct DamageReport: Encodable {
@@ -54,6 +73,7 @@ extension LogCtl {
                            damage: damage, dropped_bytes: 0, removed_segments: [], lost_lsns: nil))
                 throw ExitCode(2)
             }
+            let sideFiles = (try? Log.sideFiles(in: log.directory)) ?? []
             if format.json {
                 printJSON(
                     Report(status: report.outcome.rawValue, segments: report.segmentsKept, records: report.recordsKept,
@@ -62,9 +82,14 @@ extension LogCtl {
                                DamageReport(segment: $0.segment, offset: $0.offset, lsn: $0.lsn, reason: $0.reason)
                            },
                            dropped_bytes: report.droppedBytes, removed_segments: report.removedSegments,
-                           lost_lsns: report.lostLSNs.map { [$0.lowerBound, $0.upperBound] }))
+                           lost_lsns: report.lostLSNs.map { [$0.lowerBound, $0.upperBound] },
+                           dropped_regions: report.droppedRegions.map {
+                               RegionReport(segment: $0.segment, offset: $0.offset, length: $0.length, reason: $0.reason)
+                           },
+                           salvageable_lsns: lsnRanges(report.salvageableLSNs), gaps: lsnRanges(report.gaps),
+                           side_files: sideFiles))
             } else {
-                print(Verify.describe(report, directory: log.directory))
+                print(Verify.describe(report, directory: log.directory, sideFiles: sideFiles))
             }
             switch report.outcome {
             case .clean: return
@@ -73,7 +98,20 @@ extension LogCtl {
             }
         }
 
-        static func describe(_ report: RecoveryReport, directory: String) -> String {
+        static func describe(_ report: RecoveryReport, directory: String, sideFiles: [String] = []) -> String {
+            var text = describeOutcome(report, directory: directory)
+            if !report.salvageableLSNs.isEmpty {
+                text += "\n  valid records past the damage (salvage recovery would export them): LSN "
+                    + describeRanges(report.salvageableLSNs)
+            }
+            if !report.gaps.isEmpty { text += "\n  no valid record anywhere for LSN " + describeRanges(report.gaps) }
+            if !sideFiles.isEmpty {
+                text += "\n  \(sideFiles.count) side files from earlier recoveries: " + sideFiles.joined(separator: ", ")
+            }
+            return text
+        }
+
+        static func describeOutcome(_ report: RecoveryReport, directory: String) -> String {
             let records = "\(report.recordsKept) records"
                 + (report.recordsKept > 0 ? " (LSN \(report.firstLSN)...\(report.lastLSN))" : "")
                 + " in \(report.segmentsKept) segments"
@@ -84,7 +122,7 @@ extension LogCtl {
                 var text = "torn tail: \(records) are intact; recovery would drop "
                     + "\(humanBytes(Int(report.droppedBytes))) that no acknowledged record lives in"
                 if let damage = report.damage { text += "\n  at \(directory)/\(damage)" }
-                for segment in report.removedSegments { text += "\n  would remove \(segment)" }
+                for segment in report.removedSegments { text += "\n  would move \(segment) out of the log" }
                 return text
             case .corruption:
                 var text = "CORRUPTION of durable data: \(records) before the damage are intact"
