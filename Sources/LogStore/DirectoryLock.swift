@@ -40,10 +40,19 @@ final class DirectoryLock: Sendable {
             throw LogError.system(cause, "cannot stat the writer lock file", path: path)
         }
         let identity = [UInt64(info.st_dev), UInt64(info.st_ino)]
-        let alreadyHeld = heldByThisProcess.withLock { held in
-            if held.contains(identity) { return true }
-            held.insert(identity)
-            return false
+        // A writer of this process that its owner just dropped may still be finishing a round
+        // on its syncer or waker thread, which then runs its deinit (and the release); such a
+        // holder lets go within milliseconds, so a second open waits up to 100 ms before it
+        // reports `locked`.
+        var alreadyHeld = true
+        for attempt in 0..<50 {
+            alreadyHeld = heldByThisProcess.withLock { held in
+                if held.contains(identity) { return true }
+                held.insert(identity)
+                return false
+            }
+            if !alreadyHeld || attempt == 49 { break }
+            usleep(2000)
         }
         if alreadyHeld {
             Glibc.close(fd)
