@@ -570,21 +570,25 @@ public final class Log: Sendable {
     }
 
     private func appendWithoutWaiting(_ payload: some Sequence<UInt8>) throws(LogError) -> LSN {
-        let result: Result<LSN, LogError>? = payload.withContiguousStorageIfAvailable { buffer in
-            Result { () throws(LogError) -> LSN in try append(UnsafeRawBufferPointer(buffer)) }
-        }
-        if let result { return try result.get() }
-        return try append(Array(payload))
+        try withBytes(of: payload) { (bytes) throws(LogError) in try append(bytes) }
     }
 
     /// Appends one record and returns its LSN once it is durable.
     @discardableResult
     public func appendAndCommit(_ payload: some Sequence<UInt8>) throws(LogError) -> LSN {
+        try withBytes(of: payload) { (bytes) throws(LogError) in try appendAndCommit(bytes) }
+    }
+
+    /// Calls `body` with the payload's bytes: in place when they are contiguous, else copied.
+    private func withBytes(
+        of payload: some Sequence<UInt8>, _ body: (UnsafeRawBufferPointer) throws(LogError) -> LSN
+    ) throws(LogError) -> LSN {
         let result: Result<LSN, LogError>? = payload.withContiguousStorageIfAvailable { buffer in
-            Result { () throws(LogError) -> LSN in try appendAndCommit(UnsafeRawBufferPointer(buffer)) }
+            Result { () throws(LogError) -> LSN in try body(UnsafeRawBufferPointer(buffer)) }
         }
         if let result { return try result.get() }
-        return try appendAndCommit(Array(payload))
+        let copied = Array(payload).withUnsafeBytes { bytes in Result { () throws(LogError) -> LSN in try body(bytes) } }
+        return try copied.get()
     }
 
     /// Appends one record and returns its LSN once it is durable (one lock round for both).

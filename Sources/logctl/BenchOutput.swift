@@ -85,14 +85,12 @@ func warn(_ message: String) {
 final class BenchOutput {
     let json: Bool
     let size: Int
-    /// Only on a terminal: a line rewritten with \r would litter a file or a pipe.
-    let showsProgress: Bool
-    private var progressShowing = false
+    private let progressLine: ProgressLine
 
     init(json: Bool, size: Int, progress: Bool) {
         self.json = json
         self.size = size
-        showsProgress = progress
+        progressLine = ProgressLine(enabled: progress)
     }
 
     private static let columns: [(title: String, width: Int)] = [
@@ -112,17 +110,9 @@ final class BenchOutput {
         fflush(nil)
     }
 
-    func progress(_ text: String) {
-        guard showsProgress else { return }
-        FileHandle.standardError.write(Data(("\r\u{1B}[K" + text + " …").utf8))
-        progressShowing = true
-    }
+    func progress(_ text: String) { progressLine.show(text) }
 
-    func clearProgress() {
-        guard progressShowing else { return }
-        FileHandle.standardError.write(Data("\r\u{1B}[K".utf8))
-        progressShowing = false
-    }
+    func clearProgress() { progressLine.clear() }
 
     func row(_ result: BenchResult, baseline: BenchResult?) {
         clearProgress()
@@ -157,13 +147,7 @@ final class BenchOutput {
         }
     }
 
-    /// Cells padded to the column widths (negative: left-aligned); a wider cell just pushes on.
-    static func format(_ cells: [String]) -> String {
-        zip(cells, columns).map { cell, column in
-            let padding = String(repeating: " ", count: max(0, abs(column.width) - cell.count))
-            return column.width < 0 ? cell + padding : padding + cell
-        }.joined(separator: "  ")
-    }
+    static func format(_ cells: [String]) -> String { formatRow(cells, widths: columns.map(\.width)) }
 
     /// A few rows of latency buckets with round bounds (1-2-5 steps, or whole decades when that
     /// would take more than `maxRows`), from the fastest commit's bucket to the slowest's.

@@ -4,8 +4,7 @@ import LogStore
 /// The table (or --json lines) and the progress line of `logctl crashtest`.
 final class CrashTestOutput {
     let json: Bool
-    let showsProgress: Bool
-    private var progressShowing = false
+    private let progressLine: ProgressLine
     private var totals = (cycles: 0, acknowledged: 0, lost: 0)
 
     private static let columns: [(title: String, width: Int)] = [
@@ -14,7 +13,7 @@ final class CrashTestOutput {
 
     init(json: Bool, progress: Bool) {
         self.json = json
-        showsProgress = progress
+        progressLine = ProgressLine(enabled: progress)
     }
 
     func start(directory: String, cycles: Int, segmentSize: Int, seed: UInt64) {
@@ -25,17 +24,9 @@ final class CrashTestOutput {
         fflush(nil)
     }
 
-    func progress(_ text: String) {
-        guard showsProgress else { return }
-        FileHandle.standardError.write(Data(("\r\u{1B}[K" + text + " …").utf8))
-        progressShowing = true
-    }
+    func progress(_ text: String) { progressLine.show(text) }
 
-    func clearProgress() {
-        guard progressShowing else { return }
-        FileHandle.standardError.write(Data("\r\u{1B}[K".utf8))
-        progressShowing = false
-    }
+    func clearProgress() { progressLine.clear() }
 
     struct Line: Encodable {
         var mode: String
@@ -78,10 +69,5 @@ final class CrashTestOutput {
         fflush(nil)
     }
 
-    static func format(_ cells: [String]) -> String {
-        zip(cells, columns).map { cell, column in
-            let padding = String(repeating: " ", count: max(0, abs(column.width) - cell.count))
-            return column.width < 0 ? cell + padding : padding + cell
-        }.joined(separator: "  ")
-    }
+    static func format(_ cells: [String]) -> String { formatRow(cells, widths: columns.map(\.width)) }
 }

@@ -78,3 +78,32 @@ func describeAppliedRecovery(_ report: RecoveryReport) -> String? {
     if !report.gaps.isEmpty { text += "; no valid record for LSNs \(describeRanges(report.gaps))" }
     return text
 }
+
+/// The one-line progress indication of `bench` and `crashtest`: rewritten in place on stderr,
+/// and only on a terminal (a line rewritten with \r would litter a file or a pipe).
+final class ProgressLine {
+    private let enabled: Bool
+    private var showing = false
+
+    init(enabled: Bool) { self.enabled = enabled }
+
+    func show(_ text: String) {
+        guard enabled else { return }
+        FileHandle.standardError.write(Data(("\r\u{1B}[K" + text + " …").utf8))
+        showing = true
+    }
+
+    func clear() {
+        guard showing else { return }
+        FileHandle.standardError.write(Data("\r\u{1B}[K".utf8))
+        showing = false
+    }
+}
+
+/// Table cells padded to the column widths (negative: left-aligned); a wider cell just pushes on.
+func formatRow(_ cells: [String], widths: [Int]) -> String {
+    zip(cells, widths).map { cell, width in
+        let padding = String(repeating: " ", count: max(0, abs(width) - cell.count))
+        return width < 0 ? cell + padding : padding + cell
+    }.joined(separator: "  ")
+}

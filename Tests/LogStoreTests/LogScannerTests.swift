@@ -266,24 +266,13 @@ import Testing
     @Test func unacknowledgedSegmentAfterATornRollIsRemoved() throws {
         // Records fill segment 1 without a commit, roll into segment 2, then the crash tears a
         // page of segment 1's unacknowledged tail: segment 2 holds nothing acknowledged.
+        // The crash state in which segment 2 exists while segment 1's tail may not have
+        // reached disk.
         let source = TemporaryDirectory()
-        let log = try Log.open(source.path, options: options())
-        for index in 0..<10 { try log.append(payload(index, maxLength: 1000)) }
-        try log.commit()
-        var index = 10
-        while log.segments.count < 2 || log.segments[1].recordCount < 5 {
-            try log.append(payload(index, maxLength: 1000))
-            index += 1
-        }
-        // The commit installs segment 2 (durable, named) and then fails to sync the pages: the
-        // crash state in which segment 2 exists while segment 1's tail may not have reached disk.
-        FaultInjection.arm(.sync, directory: source.path, after: 1, errno: .ioError)
-        defer { FaultInjection.disarm(directory: source.path) }
-        #expect(throws: LogError.self) { try log.commit() }
-        let records = Array(log.records())
+        let records = try logWithAnUnacknowledgedRoll(source.path)
+        var index = records.count
         let files = try snapshot(source.path)
         #expect(files[Format.segmentFileName(id: 2)] != nil)
-        _ = consume log
         let work = TemporaryDirectory("roll")
         var damaged = files
         let tornOffset = records[500].offset

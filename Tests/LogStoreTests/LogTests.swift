@@ -531,20 +531,7 @@ import Testing
             return Case(files: files, records: records, cutLSN: victim.lsn, cutSegment: segmentOne,
                         cutOffset: victim.offset, outcome: .corruption, orphans: [])
         case .orphanAfterTornRoll:
-            let log = try Log.open(source.path, options: options())
-            for index in 0..<10 { try log.append(payload(index, maxLength: 1000)) }
-            try log.commit()
-            var index = 10
-            while log.segments.count < 2 || log.segments[1].recordCount < 5 {
-                try log.append(payload(index, maxLength: 1000))
-                index += 1
-            }
-            // Segment 2 is installed (durable, named), then the sync of the pages fails.
-            FaultInjection.arm(.sync, directory: source.path, after: 1, errno: .ioError)
-            defer { FaultInjection.disarm(directory: source.path) }
-            #expect(throws: LogError.self) { try log.commit() }
-            let records = Array(log.records())
-            _ = consume log
+            let records = try logWithAnUnacknowledgedRoll(source.path)
             var files = try snapshot(source.path)
             let segmentTwo = Format.segmentFileName(id: 2)
             #expect(files[segmentTwo] != nil)

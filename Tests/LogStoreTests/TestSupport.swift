@@ -109,3 +109,22 @@ func resealHeader(_ data: inout Data) {
     resealHeader(&bytes)
     data.replaceSubrange(0..<4096, with: bytes)
 }
+
+/// A log in `directory` that committed 10 records, then appended past a roll until segment 2
+/// holds at least 5 records, and whose next commit installed segment 2 (durable, named) and
+/// then failed to sync the pages: segment 2 exists and holds nothing acknowledged. Returns
+/// every record appended; the log is dropped without `close`, as a crash would leave it.
+func logWithAnUnacknowledgedRoll(_ directory: String) throws -> [Log.Record] {
+    let log = try Log.open(directory, options: options())
+    for index in 0..<10 { try log.append(payload(index, maxLength: 1000)) }
+    try log.commit()
+    var index = 10
+    while log.segments.count < 2 || log.segments[1].recordCount < 5 {
+        try log.append(payload(index, maxLength: 1000))
+        index += 1
+    }
+    FaultInjection.arm(.sync, directory: directory, after: 1, errno: .ioError)
+    defer { FaultInjection.disarm(directory: directory) }
+    #expect(throws: LogError.self) { try log.commit() }
+    return Array(log.records())
+}
