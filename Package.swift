@@ -28,10 +28,17 @@ let package = Package(
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
+        // The power-loss simulator and its crash-state checks: run by the tests and by
+        // `logctl crashtest` on the user's disk. Reaches LogStore's hooks through `package` access.
+        .target(
+            name: "LogStoreSimulation",
+            dependencies: ["LogStore"]
+        ),
         .executableTarget(
             name: "logctl",
             dependencies: [
                 "LogStore",
+                "LogStoreSimulation",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "SystemPackage", package: "swift-system"),
                 // Commit latency percentiles for `logctl bench`.
@@ -40,7 +47,7 @@ let package = Package(
         ),
         .testTarget(
             name: "LogStoreTests",
-            dependencies: ["LogStore", "CLiburing"]
+            dependencies: ["LogStore", "LogStoreSimulation", "CLiburing"]
         ),
         .testTarget(
             name: "logctlTests",

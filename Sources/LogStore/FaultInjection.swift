@@ -2,8 +2,14 @@ import Synchronization
 import SystemPackage
 
 /// A test seam: makes the N-th call at a named point fail with a chosen errno, so tests can
-/// produce ENOSPC or EIO where a real disk cannot be made to fail on demand.
-enum FaultInjection {
+/// produce ENOSPC or EIO where a real disk cannot be made to fail on demand; and the events the
+/// power-loss simulator (the LogStoreSimulation target, used by the tests and by
+/// `logctl crashtest`) observes. Package access, not public: it is no part of the library's API.
+///
+/// Every hook on a hot path (append, commit, pwrite, sync) first loads one atomic flag and
+/// returns when nothing is armed or observed; its arguments (the crash point's name, the
+/// event) are autoclosures, built only when something listens.
+package enum FaultInjection {
     enum Point: Hashable, Sendable {
         case segmentPreallocation
         case sync
@@ -58,7 +64,7 @@ enum FaultInjection {
 
     /// What the power-loss simulator needs to know to keep a durable image of every file: each
     /// completed sync, and the places where it may crash the log.
-    enum Event: Sendable {
+    package enum Event: Sendable {
         /// `fsync`/`fdatasync` of the whole file now at `path` completed.
         case fileSynced(path: String)
         /// A sync of these page-aligned bytes of the file at `path` completed (msync, or the
@@ -83,12 +89,12 @@ enum FaultInjection {
 
     /// Calls `handler`, synchronously on the thread concerned, for every event about a path
     /// under `prefix` (a crash point's log directory counts as its path).
-    static func observe(under prefix: String, _ handler: @escaping @Sendable (Event) -> Void) {
+    package static func observe(under prefix: String, _ handler: @escaping @Sendable (Event) -> Void) {
         observers.withLock { $0.append((prefix, handler)) }
         observing.store(true, ordering: .releasing)
     }
 
-    static func stopObserving(under prefix: String) {
+    package static func stopObserving(under prefix: String) {
         let empty = observers.withLock { list in
             list.removeAll { $0.prefix == prefix }
             return list.isEmpty

@@ -29,7 +29,8 @@
 /// Log sequence number: 1, 2, 3, … with no gaps. 0 means "none".
 public typealias LSN = UInt64
 
-enum Format {
+/// Package access for the pieces the power-loss simulator (LogStoreSimulation) works in.
+package enum Format {
     /// "LOGSTSEG" read as a little-endian UInt64.
     static let magic: UInt64 = 0x4745_5354_5347_4F4C
     static let version: UInt32 = 1
@@ -57,8 +58,8 @@ enum Format {
     static let minSegmentSize = 1 << 20
     static let maxSegmentSize = 1 << 32
     static let defaultSegmentSize = 64 << 20
-    static let pageSize = 4096
-    static let sectorSize = 512
+    package static let pageSize = 4096
+    package static let sectorSize = 512
 
     static let segmentFileExtension = "seg"
     static let temporaryFileExtension = "tmp"
@@ -106,4 +107,4 @@ enum Format {
 func alignUp(_ value: Int, to alignment: Int) -> Int { (value + alignment - 1) & ~(alignment - 1) }
 
 @inline(__always)
-func alignDown(_ value: Int, to alignment: Int) -> Int { value & ~(alignment - 1) }
+package func alignDown(_ value: Int, to alignment: Int) -> Int { value & ~(alignment - 1) }

@@ -1,236 +1,35 @@
-import Dispatch
 import Foundation
 @testable import LogStore
-import Synchronization
+import LogStoreSimulation
 import Testing
 
-/// The power-loss simulator at work: a real log runs a seeded workload; at every crash point
-/// (after each append, before each sync and after it returns but before its callers are
-/// woken, at each roll, and between recovery's own steps) the simulator builds crash states
-/// from the durable and memory images of its files, and each state is recovered and checked:
-/// every acknowledged record present and byte-identical, LSNs contiguous, nothing that was not
-/// written, no corruption reported for what is only a crash, recovery idempotent (a crash in
-/// the middle of recovery, recovered again, gives the same records), and appends go on.
+/// The power-loss simulator (the LogStoreSimulation target, which `logctl crashtest` runs too)
+/// in CI: every crash state of the seeded workloads recovered and checked, the counts printed.
 ///
 /// `LOGSTORE_CRASH_SEED` replays a seed; `LOGSTORE_CRASH_SCALE` multiplies the states per crash
 /// point (≥ 10 gives the ≥ 1,000,000 states of a release run).
 @Suite(.serialized) struct CrashSimulationTests {
-    static let scale = max(1, Int(ProcessInfo.processInfo.environment["LOGSTORE_CRASH_SCALE"] ?? "") ?? 1)
-    static let seed = UInt64(ProcessInfo.processInfo.environment["LOGSTORE_CRASH_SEED"] ?? "")
-        ?? UInt64.random(in: 1...UInt64(Int64.max))
-    static let segmentSize = 1 << 20
+    typealias Workload = CrashSimulation.Workload
+    typealias Expectations = CrashSimulation.Expectations
+
+    static let scale = CrashSimulation.scaleFromEnvironment()
+    static let seed = CrashSimulation.seedFromEnvironment()
+    static let simulation = CrashSimulation(seed: seed)
     /// tmpfs when there is one: crash states are written and recovered by the hundred thousand.
-    static let scratchRoot: String = {
-        let shm = "/dev/shm"
-        return access(shm, W_OK) == 0 ? shm : NSTemporaryDirectory()
-    }()
+    static let scratchRoot = CrashSimulation.tmpfsOrTemporaryDirectory
 
-    /// What the workload appended (index LSN - 1) and the last LSN a commit acknowledged.
-    struct Expectations: Sendable {
-        var appended: [[UInt8]] = []
-        var acknowledged: LSN = 0
-    }
-
-    struct Outcome: Sendable {
-        var states = 0
-        var crashPoints = 0
-        var violations: [String] = []
-        var seconds = 0.0
-        var exhaustivePoints = 0
-        var exhaustiveStates = 0
-    }
-
-    struct Workload: Sendable {
-        var mode: Log.SyncMode = .msync
-        var garbage: PowerLossSimulator.Garbage = .none
-        var alignment: Log.CommitAlignment = .none
-        var statesPerPoint = 48
-        /// Crash points (of syncs) at which every state is enumerated instead of sampled.
-        var exhaustivePoints = 0
-        var records = 320
-        var maxRecordSize = 7_000
-        /// One state in this many is also crashed in the middle of its recovery, and one in
-        /// this many gets appends after recovery.
-        var deepCheckEvery = 64
-    }
-
-    /// Runs `workload` and checks every crash state; returns the counts and the violations.
-    static func simulate(_ workload: Workload, label: String) throws -> Outcome {
-        let started = Date()
+    /// Runs `workload` in a scratch directory of its own (states per crash point times the
+    /// scale) and prints its counts.
+    static func simulate(_ workload: Workload, label: String) throws -> CrashSimulation.Outcome {
         let root = scratchRoot + "/logstore-crash-\(UUID().uuidString)"
-        try FileManager.default.createDirectory(atPath: root + "/log", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: root) }
-        let directory = root + "/log"
-        let expectations = Mutex(Expectations())
-        let outcome = Mutex(Outcome())
-        let verifications = DispatchGroup()
-        let inFlight = DispatchSemaphore(value: 4)
-        let queue = DispatchQueue(label: "crash-verify", attributes: .concurrent)
-        let pointIndex = Atomic<Int>(0)
-        let simulatorBox = Mutex<PowerLossSimulator?>(nil)
-
-        let simulator = PowerLossSimulator(directory: directory) { name in
-            guard let simulator = simulatorBox.withLock({ $0 }) else { return }
-            let point = pointIndex.add(1, ordering: .relaxed).newValue
-            let snapshot = simulator.snapshot()
-            let expected = expectations.withLock { $0 }
-            var states: [[PowerLossSimulator.FileState]] = []
-            let exhaustive = name.hasPrefix("before") && outcome.withLock { $0.exhaustivePoints } < workload.exhaustivePoints
-            if exhaustive, let all = PowerLossSimulator.exhaustiveStates(snapshot) {
-                states = all
-                outcome.withLock {
-                    $0.exhaustivePoints += 1
-                    $0.exhaustiveStates += all.count
-                }
-            } else {
-                for index in 0..<(workload.statesPerPoint * scale) {
-                    var random = SplitMix64(seed: seed ^ UInt64(point) &* 0x9E37_79B9 ^ UInt64(index) &* 0x85EB_CA6B)
-                    states.append(PowerLossSimulator.crashState(snapshot, random: &random, garbage: workload.garbage))
-                }
-            }
-            outcome.withLock { $0.crashPoints += 1 }
-            for (index, state) in states.enumerated() {
-                let tag = "\(label), seed \(seed), crash point #\(point) (\(name)), state \(index)"
-                let deep = (point &* 31 &+ index) % workload.deepCheckEvery == 0
-                inFlight.wait()
-                verifications.enter()
-                queue.async {
-                    let found = verify(state, expected: expected, tag: tag, root: root, deep: deep)
-                    outcome.withLock {
-                        $0.states += 1
-                        $0.violations += found
-                    }
-                    inFlight.signal()
-                    verifications.leave()
-                }
-            }
-        }
-        simulatorBox.withLock { $0 = simulator }
-        defer { simulator.stop() }
-
-        var random = SplitMix64(seed: seed ^ UInt64(label.utf8.reduce(0) { $0 &* 31 &+ UInt64($1) }))
-        let log = try Log.open(directory, options: options(workload))
-        var sinceCommit = 0
-        for index in 0..<workload.records {
-            let length = Int(random.next() % UInt64(workload.maxRecordSize))
-            let bytes = (0..<length).map { _ in UInt8(truncatingIfNeeded: random.next()) } + Array("#\(index)".utf8)
-            // Known before the append, whose crash point fires inside it.
-            expectations.withLock { $0.appended.append(bytes) }
-            try log.append(bytes)
-            sinceCommit += 1
-            if sinceCommit >= 1 + Int(random.next() % 6) || index == workload.records - 1 {
-                let durable = try log.commit()
-                expectations.withLock { $0.acknowledged = durable }
-                sinceCommit = 0
-            }
-        }
-        try log.close()
-        verifications.wait()
-        outcome.withLock { $0.seconds = Date().timeIntervalSince(started) }
-        return outcome.withLock { $0 }
-    }
-
-    static func options(_ workload: Workload) -> Log.Options {
-        var options = Log.Options(segmentSize: segmentSize, createIfMissing: true, sync: workload.mode)
-        options.commitAlignment = workload.alignment
-        return options
-    }
-
-    /// Recovers one crash state and checks the invariants; `deep` also crashes recovery
-    /// itself and appends afterwards.
-    static func verify(_ files: [PowerLossSimulator.FileState], expected: Expectations, tag: String, root: String,
-                       deep: Bool) -> [String]
-    {
-        let directory = root + "/state-\(UUID().uuidString)"
-        PowerLossSimulator.write(files, into: directory)
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        var violations: [String] = []
-        let box = Mutex<[[PowerLossSimulator.FileState]]>([])
-        var nestedSimulator: PowerLossSimulator?
-        if deep {
-            let holder = Mutex<PowerLossSimulator?>(nil)
-            nestedSimulator = PowerLossSimulator(directory: directory) { _ in
-                guard let simulator = holder.withLock({ $0 }) else { return }
-                var random = SplitMix64(seed: seed ^ UInt64(box.withLock { $0.count }) &+ 7)
-                let state = PowerLossSimulator.crashState(simulator.snapshot(), random: &random, garbage: .changedSectors)
-                box.withLock { $0.append(state) }
-            }
-            holder.withLock { $0 = nestedSimulator }
-        }
-        let recovered = recoverAndCheck(directory, expected: expected, tag: tag, violations: &violations)
-        nestedSimulator?.stop()
-        let nested = box.withLock { $0 }
-        guard let recovered else { return violations }
-        for (index, state) in nested.enumerated() {
-            let again = root + "/again-\(UUID().uuidString)"
-            PowerLossSimulator.write(state, into: again)
-            let result = recoverAndCheck(again, expected: expected, tag: tag + ", crashed in recovery step \(index)",
-                                         violations: &violations)
-            if let result, result != recovered {
-                violations.append("\(tag): recovery is not idempotent: \(recovered) records, then \(result) after a crash in step \(index)")
-            }
-            try? FileManager.default.removeItem(atPath: again)
-        }
-        if deep {
-            do {
-                let log = try Log.open(directory, options: Log.Options(segmentSize: segmentSize, sync: .msync))
-                try log.appendAndCommit(Array("after recovery".utf8))
-                try log.close()
-                let reopened = try Log.openReadOnly(directory)
-                let last = try reopened.read(recovered + 1)
-                if reopened.writtenLSN != recovered + 1 || last != Array("after recovery".utf8) {
-                    violations.append("\(tag): appending after recovery did not continue at LSN \(recovered + 1)")
-                }
-                try reopened.close()
-            } catch {
-                violations.append("\(tag): appending after recovery failed: \(error)")
-            }
-        }
-        return violations
-    }
-
-    /// Opens (recovering) and checks the records; returns the last LSN kept.
-    static func recoverAndCheck(_ directory: String, expected: Expectations, tag: String, violations: inout [String])
-        -> LSN?
-    {
-        do {
-            let log = try Log.open(directory, options: Log.Options(segmentSize: segmentSize, sync: .none))
-            defer { try? log.close() }
-            let written = log.writtenLSN
-            if log.recoveryReport.outcome == .corruption {
-                violations.append("\(tag): a crash was reported as corruption: \(log.recoveryReport)")
-            }
-            if written < expected.acknowledged {
-                violations.append("\(tag): acknowledged LSN \(expected.acknowledged) lost, only \(written) recovered")
-            }
-            if written > LSN(expected.appended.count) {
-                violations.append("\(tag): recovered LSN \(written), but only \(expected.appended.count) were appended")
-                return nil
-            }
-            if log.firstLSN != 1 { violations.append("\(tag): first LSN is \(log.firstLSN)") }
-            if written >= 1 {
-                for lsn in 1...written {
-                    let stored = (try? log.read(lsn)) ?? []
-                    let matches = stored.withUnsafeBytes { a in expected.appended[Int(lsn - 1)].withUnsafeBytes { b in same(a, b) } }
-                    if !matches {
-                        violations.append("\(tag): LSN \(lsn) recovered with other bytes than were appended")
-                        break
-                    }
-                }
-            }
-            return written
-        } catch {
-            violations.append("\(tag): recovery failed: \(error)")
-            return nil
-        }
-    }
-
-    static func report(_ outcome: Outcome, _ label: String) {
-        let exhaustive = outcome.exhaustivePoints == 0 ? "" :
-            " (\(outcome.exhaustiveStates) of them every state of \(outcome.exhaustivePoints) syncs with <= 12 dirty pages)"
-        print("crash simulation [\(label)]: \(outcome.states) crash states\(exhaustive) at \(outcome.crashPoints) crash points, "
-              + "\(outcome.violations.count) invariant violations, \(Int(outcome.seconds)) s (seed \(seed); replay with LOGSTORE_CRASH_SEED=\(seed))")
+        var scaled = workload
+        scaled.statesPerPoint *= scale
+        let outcome = try simulation.simulate(scaled, label: label, in: root)
+        print(simulation.summary(outcome, label: label))
         for violation in outcome.violations.prefix(5) { print("  " + violation) }
+        return outcome
     }
 
     /// The default: sector-atomic writes (every sector of a torn page old or new).
@@ -238,7 +37,6 @@ import Testing
     func everyAcknowledgedRecordSurvivesEveryCrashState(mode: Log.SyncMode) throws {
         let label = "\(mode.rawValue), sector-atomic writes"
         let outcome = try Self.simulate(Workload(mode: mode, exhaustivePoints: mode == .msync ? 12 : 0), label: label)
-        Self.report(outcome, label)
         #expect(outcome.violations.isEmpty, "\(outcome.violations.prefix(3))")
         #expect(outcome.states >= 25_000 * Self.scale)
         if mode == .msync { #expect(outcome.exhaustivePoints > 0) }
@@ -248,7 +46,6 @@ import Testing
         let label = "msync, sector-aligned commits, garbage in changed sectors"
         let outcome = try Self.simulate(
             Workload(garbage: .changedSectors, alignment: .sector, statesPerPoint: 24), label: label)
-        Self.report(outcome, label)
         #expect(outcome.violations.isEmpty, "\(outcome.violations.prefix(3))")
     }
 
@@ -256,7 +53,6 @@ import Testing
         let label = "msync, page-aligned commits, garbage in any sector of a written page"
         let outcome = try Self.simulate(
             Workload(garbage: .anySectorOfAWrittenPage, alignment: .page, statesPerPoint: 24), label: label)
-        Self.report(outcome, label)
         #expect(outcome.violations.isEmpty, "\(outcome.violations.prefix(3))")
     }
 
@@ -267,8 +63,7 @@ import Testing
     @Test func withoutAlignedCommitsGarbageInChangedSectorsLosesAcknowledgedRecords() throws {
         let label = "msync, garbage in changed sectors, commits not aligned (expected to fail)"
         let outcome = try Self.simulate(
-            Workload(garbage: .changedSectors, statesPerPoint: 6, records: 120, maxRecordSize: 300), label: label)
-        Self.report(outcome, label)
+            Workload(garbage: .changedSectors, statesPerPoint: 6, length: .records(120), maxRecordSize: 300), label: label)
         #expect(!outcome.violations.isEmpty)
     }
 
@@ -295,7 +90,7 @@ import Testing
                 let simulator = PowerLossSimulator(directory: directory)
                 simulator.syncFailure = behaviour
                 defer { simulator.stop() }
-                let log = try Log.open(directory, options: Self.options(Workload(mode: mode)))
+                let log = try Log.open(directory, options: Self.simulation.options(Workload(mode: mode)))
                 // Armed after creation: the N-th sync of the workload's commits fails.
                 FaultInjection.arm(.sync, directory: directory, after: failing, errno: failing % 2 == 0 ? .ioError : .noSpace)
                 defer { FaultInjection.disarm(directory: directory) }
@@ -330,14 +125,14 @@ import Testing
                 for index in 0..<16 {
                     var random = SplitMix64(seed: Self.seed ^ UInt64(failing << 8 | index))
                     let state = PowerLossSimulator.crashState(afterFailure, random: &random, garbage: .none)
-                    violations += Self.verify(state, expected: expected, tag: tag + ", power loss after the failure, state \(index)",
+                    violations += Self.simulation.verify(state, expected: expected, tag: tag + ", power loss after the failure, state \(index)",
                                               root: root, deep: false)
                     states += 1
                 }
                 try? log.close()
                 FaultInjection.disarm(directory: directory)
                 // Reopen in this process (the cache as the failure left it), then lose power.
-                let reopened = try Log.open(directory, options: Self.options(Workload(mode: mode)))
+                let reopened = try Log.open(directory, options: Self.simulation.options(Workload(mode: mode)))
                 var afterRecovery = expected
                 afterRecovery.acknowledged = reopened.writtenLSN
                 if reopened.writtenLSN < expected.acknowledged {
@@ -353,7 +148,7 @@ import Testing
                 for index in 0..<16 {
                     var random = SplitMix64(seed: Self.seed ^ UInt64(failing << 8 | index) ^ 0xFF)
                     let state = PowerLossSimulator.crashState(recovered, random: &random, garbage: .none)
-                    violations += Self.verify(state, expected: afterRecovery,
+                    violations += Self.simulation.verify(state, expected: afterRecovery,
                                               tag: tag + ", power loss after reopening, state \(index)", root: root, deep: false)
                     states += 1
                 }

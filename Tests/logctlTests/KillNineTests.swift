@@ -4,7 +4,8 @@ import Testing
 
 /// The real thing, through the harness users run: `logctl crashtest`, which feeds a
 /// `logctl append` child, SIGKILLs it at random moments and checks the log after every kill,
-/// in every durable sync mode, with 1 MiB segments so that the log rolls.
+/// in every durable sync mode, with 1 MiB segments so that the log rolls. (`--states 0`: the
+/// power-loss simulator runs in CrashSimulationTests.)
 ///
 /// Environment: LOGSTORE_KILL9_SEED=S replays seed S (it is printed in the summary lines and
 /// with every violation); LOGSTORE_CRASH_SCALE=K runs K times as many cycles (default 1).
@@ -59,7 +60,7 @@ import Testing
                             continuation.resume(returning: (mode, Result {
                                 try logctl([
                                     "crashtest", scratch.child(mode), "--mode", mode, "--cycles", "\(cycles)",
-                                    "--seed", "\(seed)", "--segment-size", "1MiB", "--keep", "--json",
+                                    "--seed", "\(seed)", "--segment-size", "1MiB", "--states", "0", "--keep", "--json",
                                 ])
                             }))
                         }.start()

@@ -1,5 +1,5 @@
 import Foundation
-@testable import LogStore
+import LogStore
 import Synchronization
 
 /// A model of what a power loss may leave of a log directory, kept beside a real log.
@@ -12,22 +12,22 @@ import Synchronization
 /// stray write anywhere is caught), and each is kept, dropped or torn at 512-byte sectors; in
 /// garbage mode a sector being written may instead hold random bytes. Names created, renamed
 /// or unlinked since the last directory fsync may or may not survive.
-final class PowerLossSimulator: @unchecked Sendable {
+package final class PowerLossSimulator: @unchecked Sendable {
     /// Which sectors a torn write may fill with garbage.
-    enum Garbage: Sendable {
+    package enum Garbage: String, Sendable, CaseIterable {
         case none
         /// Only sectors whose contents the write changes ("powersafe overwrite": rewriting a
         /// sector with the bytes it already holds cannot damage it). Needs
         /// `Log.Options.commitAlignment` `.sector` or `.page`.
-        case changedSectors
+        case changedSectors = "changed-sectors"
         /// Any sector of a page being written, changed or not: the disk may corrupt whatever
         /// it writes. Needs `commitAlignment` `.page`.
-        case anySectorOfAWrittenPage
+        case anySectorOfAWrittenPage = "any-sector"
     }
 
     /// What a failed sync leaves of its pages, after "Can Applications Recover from fsync
     /// Failures?" (ATC '20).
-    enum SyncFailure: String, Sendable, CaseIterable {
+    package enum SyncFailure: String, Sendable, CaseIterable {
         /// Marked clean with the new contents still cached (ext4, XFS): they are never written
         /// unless written again, and reads show bytes that are not on disk.
         case cleanWithNewContents
@@ -39,12 +39,12 @@ final class PowerLossSimulator: @unchecked Sendable {
     }
 
     /// What one file of a crash state holds.
-    struct FileState {
-        var name: String
-        var bytes: [UInt8]
+    package struct FileState: Sendable {
+        package var name: String
+        package var bytes: [UInt8]
     }
 
-    let directory: String
+    package let directory: String
     private let lock = NSLock()
     // Guarded by `lock`: durable images by inode, and the directory's durable entries.
     private var durableImages: [UInt64: [UInt8]] = [:]
@@ -54,11 +54,11 @@ final class PowerLossSimulator: @unchecked Sendable {
     /// as durable as they were until written again.
     private var stalePages: [UInt64: [Int: [UInt8]]] = [:]
     private var rewrittenPages: [UInt64: Set<Int>] = [:]
-    var syncFailure: SyncFailure = .stayDirty
+    package var syncFailure: SyncFailure = .stayDirty
 
     /// Starts modelling `directory`, whose current contents count as durable (a fresh log
     /// directory, or the files of a crash state written before recovery runs).
-    init(directory: String, onCrashPoint: (@Sendable (String) -> Void)? = nil) {
+    package init(directory: String, onCrashPoint: (@Sendable (String) -> Void)? = nil) {
         self.directory = directory
         self.onCrashPoint = onCrashPoint
         for (name, inode) in Self.listing(directory) {
@@ -68,7 +68,7 @@ final class PowerLossSimulator: @unchecked Sendable {
         FaultInjection.observe(under: directory) { [weak self] event in self?.handle(event) }
     }
 
-    func stop() { FaultInjection.stopObserving(under: directory) }
+    package func stop() { FaultInjection.stopObserving(under: directory) }
 
     private func handle(_ event: FaultInjection.Event) {
         switch event {
@@ -152,14 +152,14 @@ final class PowerLossSimulator: @unchecked Sendable {
     // MARK: Crash states
 
     /// The files as they are now in memory and as they are durably, for building crash states.
-    struct Snapshot {
+    package struct Snapshot: Sendable {
         /// Name → (memory image, durable image or nil when no sync ever completed).
-        var current: [(name: String, memory: [UInt8], durable: [UInt8]?, nameIsDurable: Bool)]
+        package var current: [(name: String, memory: [UInt8], durable: [UInt8]?, nameIsDurable: Bool)]
         /// Entries that are durable but no longer in the directory (unlinked or renamed away).
-        var vanished: [(name: String, durable: [UInt8])]
+        package var vanished: [(name: String, durable: [UInt8])]
     }
 
-    func snapshot() -> Snapshot {
+    package func snapshot() -> Snapshot {
         let listing = Self.listing(directory)
         return lock.withLock {
             var snapshot = Snapshot(current: [], vanished: [])
@@ -185,7 +185,7 @@ final class PowerLossSimulator: @unchecked Sendable {
     }
 
     /// One random crash state of `snapshot`.
-    static func crashState(_ snapshot: Snapshot, random: inout SplitMix64, garbage: Garbage) -> [FileState] {
+    package static func crashState(_ snapshot: Snapshot, random: inout SplitMix64, garbage: Garbage) -> [FileState] {
         var files: [FileState] = []
         for file in snapshot.current {
             // A name not yet made durable by a directory fsync may or may not be there.
@@ -200,7 +200,7 @@ final class PowerLossSimulator: @unchecked Sendable {
     }
 
     /// The durable image with each page that differs from memory kept, dropped or torn.
-    static func crashImage(memory: [UInt8], durable: [UInt8], random: inout SplitMix64, garbage: Garbage)
+    package static func crashImage(memory: [UInt8], durable: [UInt8], random: inout SplitMix64, garbage: Garbage)
         -> [UInt8]
     {
         // A size that was never synced may revert.
@@ -237,7 +237,7 @@ final class PowerLossSimulator: @unchecked Sendable {
 
     /// Writes the page from `old` or `new` sector by sector (bit i of `pattern`: sector i is
     /// new); in garbage mode a sector being written may hold random bytes instead.
-    static func tear(old: UnsafeRawBufferPointer, new: UnsafeRawBufferPointer, into out: UnsafeMutableRawBufferPointer,
+    package static func tear(old: UnsafeRawBufferPointer, new: UnsafeRawBufferPointer, into out: UnsafeMutableRawBufferPointer,
                      at offset: Int, pattern: UInt8, random: inout SplitMix64, garbage: Garbage)
     {
         var sector = 0
@@ -259,7 +259,7 @@ final class PowerLossSimulator: @unchecked Sendable {
     /// Every crash state of `snapshot` for the exhaustive mode, when at most `maxDirtyPages`
     /// pages differ (nil otherwise): every subset of dirty pages written whole, and every
     /// sector pattern of the first and the last dirty page with the other pages written.
-    static func exhaustiveStates(_ snapshot: Snapshot, maxDirtyPages: Int = 12) -> [[FileState]]? {
+    package static func exhaustiveStates(_ snapshot: Snapshot, maxDirtyPages: Int = 12) -> [[FileState]]? {
         var dirty: [(file: Int, page: Int)] = []
         // The lock file and temporary files carry no records (recovery deletes the latter):
         // only segment files are enumerated.
@@ -315,7 +315,7 @@ final class PowerLossSimulator: @unchecked Sendable {
 
     // MARK: Files
 
-    static func write(_ files: [FileState], into directory: String) {
+    package static func write(_ files: [FileState], into directory: String) {
         try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         for file in files {
             let fd = open(directory + "/" + file.name, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
@@ -335,16 +335,16 @@ final class PowerLossSimulator: @unchecked Sendable {
         }
     }
 
-    static func read(_ path: String) -> [UInt8]? {
+    package static func read(_ path: String) -> [UInt8]? {
         FileManager.default.contents(atPath: path).map { [UInt8]($0) }
     }
 
-    static func inode(_ path: String) -> UInt64? {
+    package static func inode(_ path: String) -> UInt64? {
         var info = stat()
         return stat(path, &info) == 0 ? UInt64(info.st_ino) : nil
     }
 
-    static func listing(_ directory: String) -> [String: UInt64] {
+    package static func listing(_ directory: String) -> [String: UInt64] {
         var names: [String: UInt64] = [:]
         for name in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] {
             if let inode = inode(directory + "/" + name) { names[name] = inode }
@@ -360,7 +360,7 @@ private func slice(_ buffer: UnsafeRawBufferPointer, _ range: Range<Int>) -> Uns
 }
 
 /// memcmp: the simulator compares megabytes per crash state, and tests build without optimization.
-func same(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) -> Bool {
+package func same(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) -> Bool {
     guard a.count == b.count else { return false }
     guard a.count > 0 else { return true }
     return memcmp(a.baseAddress!, b.baseAddress!, a.count) == 0
