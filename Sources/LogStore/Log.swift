@@ -207,6 +207,13 @@ public final class Log: Sendable {
         try Log(directory: directory, options: Options(), readOnly: true)
     }
 
+    /// Opens the log read-only, with `recoveryReport` planned as a writer opening with
+    /// `recovery` would carry it out (`applied` false, `writerRefuses` says whether it would
+    /// refuse). Changes nothing, takes no lock.
+    public static func openReadOnly(_ directory: String, recovery: RecoveryMode) throws(LogError) -> Log {
+        try Log(directory: directory, options: Options(recovery: recovery), readOnly: true)
+    }
+
     /// The payload bytes the largest record in this log may have.
     public var maxRecordSize: Int { Format.maxPayload(segmentSize: segmentSize) }
 
@@ -277,7 +284,7 @@ public final class Log: Sendable {
         waker?.start { waker in Log.runWaker(waker, log: weakSelf) }
     }
 
-    private static func prepareDirectory(_ directory: String, create: Bool) throws(LogError) {
+    static func prepareDirectory(_ directory: String, create: Bool) throws(LogError) {
         do {
             guard try FileSystem.isDirectory(directory) else {
                 throw LogError(.notALog, "not a directory", path: directory)
@@ -382,16 +389,16 @@ public final class Log: Sendable {
         case .tornTail: outcome = .tornTail
         case .corruption: outcome = .corruption
         }
-        if !readOnly, let damage = scan.damage {
+        if !readOnly, let damage = scan.damage, RecoveryReport.writerRefuses(outcome, in: mode) {
             let path = directory + "/" + damage.segment
-            if outcome == .corruption && mode != .pointInTime && mode != .salvage {
+            if outcome == .corruption {
                 throw LogError(
                     .corruption,
                     "\(damage.reason); later records show LSN \(scan.evidence.durableLSN) was durable, so this is "
                         + "damage to durable data, not a torn write (open with point-in-time or salvage recovery to "
                         + "keep the records before it)", path: path, offset: damage.offset, lsn: damage.lsn)
             }
-            if outcome == .tornTail && mode == .strict {
+            if outcome == .tornTail {
                 throw LogError(
                     .corruption, "strict recovery: \(damage.reason) (a torn tail; torn-tail recovery would drop it)",
                     path: path, offset: damage.offset, lsn: damage.lsn)
@@ -784,7 +791,7 @@ public final class Log: Sendable {
         }
     }
 
-    private func locate(_ lsn: LSN) throws(LogError) -> (Segment, Int) {
+    func locate(_ lsn: LSN) throws(LogError) -> (Segment, Int) {
         try state.withLock { (state) throws(LogError) -> (Segment, Int) in
             if state.isClosed { throw LogError(.closed, "the log is closed", path: directory) }
             guard lsn >= state.firstLSN, lsn <= state.writtenLSN else {

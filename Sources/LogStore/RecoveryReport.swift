@@ -92,6 +92,21 @@ public struct RecoveryReport: Sendable, Equatable {
     /// (segment and offset say where the record was). Nil when there was nothing to export.
     public var salvageFile: String?
 
+    /// Whether a writer opening with `mode` refuses a log whose scan found `outcome`: damage to
+    /// durable data unless the mode keeps the prefix (point-in-time, salvage), and any torn
+    /// tail in strict mode. The open then fails before recovery changes anything.
+    public static func writerRefuses(_ outcome: Outcome, in mode: RecoveryMode) -> Bool {
+        switch outcome {
+        case .clean: false
+        case .tornTail: mode == .strict
+        case .corruption: mode != .pointInTime && mode != .salvage
+        }
+    }
+
+    /// `writerRefuses(outcome, in: mode)`: for a read-only open's plan, whether carrying it
+    /// out in its mode would be refused.
+    public var writerRefuses: Bool { RecoveryReport.writerRefuses(outcome, in: mode) }
+
     public var recordsKept: UInt64 { lastLSN + 1 - firstLSN }
     public var droppedBytes: UInt64 { droppedRegions.reduce(0) { $0 + $1.length } }
     /// Every side file this recovery wrote or reused: the preserved regions, then the export.

@@ -282,3 +282,35 @@ private struct LineReader {
         }
     }
 }
+
+extension Log {
+    /// Deletes side files from `directory` (all of them, or those of `names`), as the log's
+    /// writer: it takes the writer lock for the while (`locked` if another writer holds it),
+    /// so no recovery can be writing one meanwhile. Returns the names deleted, after the
+    /// directory was fsync'd. Refuses a directory that holds no segment files, and names
+    /// that are not side files, before deleting anything.
+    @discardableResult
+    public static func removeSideFiles(in directory: String, names: [String]? = nil) throws(LogError) -> [String] {
+        let present: [String]
+        do { present = try FileSystem.listDirectory(directory) } catch {
+            throw LogError.system(error, "cannot list the log directory", path: directory)
+        }
+        guard present.contains(where: { Format.segmentID(fromFileName: $0) != nil }) else {
+            throw LogError(.notALog, "no segment files in the directory", path: directory)
+        }
+        let sideFiles = present.filter(SideFiles.isSideFileName).sorted()
+        let chosen = names ?? sideFiles
+        if let stranger = chosen.first(where: { !sideFiles.contains($0) }) {
+            throw LogError(.invalidArgument, "'\(stranger)' is not a side file of this log", path: directory)
+        }
+        let lock = try DirectoryLock.acquire(directory: directory)
+        defer { lock.release() }
+        do throws(Errno) {
+            for name in chosen { try FileSystem.unlink(directory + "/" + name) }
+            if !chosen.isEmpty { try FileSystem.syncDirectory(directory) }
+        } catch {
+            throw LogError.system(error, "cannot delete side files", path: directory)
+        }
+        return chosen
+    }
+}

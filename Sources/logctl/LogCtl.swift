@@ -6,17 +6,28 @@ import LogStore
 struct LogCtl: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "logctl",
-        abstract: "Inspect, verify, write and demonstrate LogStore logs.",
+        abstract: "Inspect, verify, recover, write and demonstrate LogStore logs.",
         discussion: """
+            Read-only subcommands (dump, tail, stat, verify, recover without --apply) take no lock and
+            never change a byte; they work while a writer appends. Mutating ones (append, recover
+            --apply) take the writer lock and refuse with exit 4 while another writer holds it.
+
             Exit codes:
               0  success (verify: the log is clean)
               1  verify: only a torn tail (recovery would drop it; nothing acknowledged is affected)
-              2  corruption of data that was durable
+              2  corruption of data that was durable (recover: a writer in that mode would refuse;
+                 demo, crashtest: an acknowledged record was lost)
               3  not a log, unreadable, or bad arguments
               4  the log is locked by another writer
               5  any other I/O failure (full disk, failed sync, ...)
+
+            Shell completion: logctl --generate-completion-script bash|zsh|fish
+            (e.g. logctl --generate-completion-script bash > /etc/bash_completion.d/logctl)
             """,
-        subcommands: [Append.self, Dump.self, Verify.self, Stat.self, Demo.self, Bench.self, CrashTest.self]
+        subcommands: [
+            Append.self, Dump.self, Tail.self, Stat.self, Verify.self, Recover.self, Demo.self, Bench.self,
+            CrashTest.self,
+        ]
     )
 
     /// Runs the command; every failure becomes one line on stderr and a documented exit code.
@@ -26,7 +37,7 @@ struct LogCtl: ParsableCommand {
             var command = try parseAsRoot()
             try command.run()
         } catch let error as LogError {
-            fail(error.description, code: exitCode(for: error))
+            fail(error.description + (hint(for: error.code).map { " — " + $0 } ?? ""), code: exitCode(for: error))
         } catch let error as ExitCode {
             Foundation.exit(error.rawValue)
         } catch {
@@ -43,6 +54,23 @@ struct LogCtl: ParsableCommand {
             3
         case .locked: 4
         case .recordTooLarge, .noSpace, .ioError, .poisoned, .syncModeUnavailable: 5
+        }
+    }
+
+    /// What to do about an error, appended to its line.
+    static func hint(for code: LogError.Code) -> String? {
+        switch code {
+        case .notFound: "check the path (logctl append DIR --create makes a new log)"
+        case .notALog: "point logctl at a LogStore log directory"
+        case .unsupportedVersion: "use a logctl built from a LogStore that knows this format version"
+        case .corruption:
+            "see logctl verify DIR for every problem, and logctl recover DIR --mode point-in-time "
+                + "(or salvage) for what keeping the valid records would drop"
+        case .locked: "wait for that writer to exit or stop it; dump, tail, stat and verify work meanwhile"
+        case .permissionDenied: "run as a user who may read (and, to write, modify) the log directory"
+        case .noSpace: "free some disk space and retry"
+        case .syncModeUnavailable: "choose --sync msync or fdatasync"
+        case .invalidArgument, .lsnOutOfRange, .readOnly, .closed, .recordTooLarge, .ioError, .poisoned: nil
         }
     }
 

@@ -4,10 +4,15 @@ import LogStore
 
 /// Writes one JSON object per line, with stable key order.
 func printJSON(_ value: some Encodable) {
+    print(jsonLine(value))
+}
+
+/// One JSON object, keys sorted, on one line (without its newline).
+func jsonLine(_ value: some Encodable) -> String {
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
     let data = (try? encoder.encode(value)) ?? Data("{}".utf8)
-    print(String(decoding: data, as: UTF8.self))
+    return String(decoding: data, as: UTF8.self)
 }
 
 /// Sizes in binary units: 4096 → "4.0 KiB".

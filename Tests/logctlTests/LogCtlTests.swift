@@ -144,7 +144,10 @@ import Testing
                 for _ in 0..<50 { bytes[Int(random.next() % 40_000)] ^= UInt8(truncatingIfNeeded: random.next() | 1) }
             }
             try bytes.write(to: URL(fileURLWithPath: segment))
-            for command in [["verify", directory], ["dump", directory, "--json"], ["stat", directory]] {
+            for command in [
+                ["verify", directory], ["dump", directory, "--json"], ["stat", directory], ["tail", directory, "--hex"],
+                ["recover", directory, "--mode", "salvage", "--json"],
+            ] {
                 let result = try logctl(command)
                 #expect(!result.signalled, "trial \(trial) \(command[0]) died of a signal")
                 #expect([0, 1, 2, 3].contains(result.status), "trial \(trial) \(command[0]): \(result.status)")

@@ -17,10 +17,15 @@ struct Outcome {
 }
 
 /// Runs logctl to completion with `input` on stdin.
-func logctl(_ arguments: [String], input: String = "", executable: String = logctlPath) throws -> Outcome {
+func logctl(
+    _ arguments: [String], input: String = "", executable: String = logctlPath, environment: [String: String] = [:]
+) throws -> Outcome {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: executable)
     process.arguments = arguments
+    if !environment.isEmpty {
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+    }
     let stdin = Pipe()
     let stdout = Pipe()
     let stderr = Pipe()
@@ -60,3 +65,93 @@ func snapshot(_ directory: String) throws -> [String: Data] {
     return files
 }
 
+
+/// Runs logctl with stdout and stderr on a pseudo-terminal (script(1)), as a person would;
+/// the output comes back with the terminal's \r\n line ends.
+func logctlOnTerminal(_ arguments: [String], environment: [String: String] = [:]) throws -> Outcome {
+    let command = ([logctlPath] + arguments).map { "'" + $0.replacingOccurrences(of: "'", with: "'\\''") + "'" }
+        .joined(separator: " ")
+    var clean = environment
+    if clean["NO_COLOR"] == nil { clean["NO_COLOR"] = "" }
+    return try logctl(["-qec", command, "/dev/null"], executable: "/usr/bin/script", environment: clean)
+}
+
+let scriptAvailable = FileManager.default.isExecutableFile(atPath: "/usr/bin/script")
+
+/// What a read-only subcommand must not change: every file's bytes, size and modification
+/// time, and the directory's own modification time (a file created or removed changes it).
+func fingerprint(_ directory: String) throws -> [String: String] {
+    func stamp(_ path: String) throws -> String {
+        var info = stat()
+        guard stat(path, &info) == 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
+        return "\(info.st_size) \(info.st_mtim.tv_sec).\(info.st_mtim.tv_nsec)"
+    }
+    var result: [String: String] = [".": try stamp(directory)]
+    for name in try FileManager.default.contentsOfDirectory(atPath: directory) {
+        let path = directory + "/" + name
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: path))
+        result[name] = try stamp(path) + " crc \(CRC32C.checksum(bytes))"
+    }
+    return result
+}
+
+/// A `logctl append` child holding the writer lock, fed through its stdin.
+final class LiveWriter {
+    let process = Process()
+    private let input = Pipe()
+    private let output = Pipe()
+    private var printed = ""
+
+    init(_ directory: String, arguments: [String] = []) throws {
+        process.executableURL = URL(fileURLWithPath: logctlPath)
+        process.arguments = ["append", directory, "--create", "--segment-size", "1M"] + arguments
+        process.standardInput = input
+        process.standardOutput = output
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+    }
+
+    /// Sends lines and returns once the writer printed `lsn` (made it durable).
+    func write(_ lines: [String], through lsn: LSN) {
+        input.fileHandleForWriting.write(Data((lines.joined(separator: "\n") + "\n").utf8))
+        while !printed.split(separator: "\n").contains(Substring("\(lsn)")) {
+            let chunk = output.fileHandleForReading.availableData
+            if chunk.isEmpty { return }
+            printed += String(decoding: chunk, as: UTF8.self)
+        }
+    }
+
+    var pid: Int32 { process.processIdentifier }
+
+    /// Ends input and waits for a clean exit.
+    func finish() -> Int32 {
+        try? input.fileHandleForWriting.close()
+        _ = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
+}
+
+/// Writes `lines` with `logctl append` into a new log of 1 MiB segments and returns its records.
+@discardableResult
+func makeLog(_ directory: String, _ lines: [String], arguments: [String] = []) throws -> [Log.Record] {
+    let result = try logctl(["append", directory, "--create", "--segment-size", "1M"] + arguments,
+                            input: lines.joined(separator: "\n") + "\n")
+    #expect(result.status == 0, "\(result.stderr)")
+    return try Log.openReadOnly(directory).records().map { $0 }
+}
+
+/// XORs `mask` into the byte `delta` bytes into `record` (32: its payload's first byte).
+func damage(_ directory: String, _ record: Log.Record, at delta: Int, mask: UInt8 = 0x5A) throws {
+    let path = directory + "/" + record.segment
+    var bytes = try Data(contentsOf: URL(fileURLWithPath: path))
+    bytes[record.offset + delta] ^= mask
+    try bytes.write(to: URL(fileURLWithPath: path))
+}
+
+/// A log whose last record nothing proves durable (`--sync none`) has a damaged payload: a torn tail.
+func tornLog(_ directory: String, records count: Int) throws -> [Log.Record] {
+    let records = try makeLog(directory, (1...count).map { String(UnicodeScalar(UInt8(96 + $0))) }, arguments: ["--sync", "none"])
+    try damage(directory, records[count - 1], at: 32, mask: 1)
+    return records
+}

@@ -78,7 +78,9 @@ extension LogCtl {
                 "size       \(humanBytes(report.bytes_used)) used of \(humanBytes(report.bytes_allocated)) allocated, "
                     + "\(humanBytes(report.segment_size)) segments")
             lines.append("writer     " + (report.writer_pid.map { "process \($0) holds the lock" } ?? "none"))
-            var state = report.recovery
+            let style = Style.standardOutput
+            var state = style.outcome(
+                report.recovery, severity: report.recovery == "clean" ? 0 : report.recovery == "torn-tail" ? 1 : 2)
             if !report.gaps.isEmpty {
                 state += "; no valid record for LSN " + describeRanges(report.gaps.map { $0[0]...$0[1] })
             }

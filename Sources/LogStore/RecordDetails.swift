@@ -1,0 +1,33 @@
+extension Log {
+    /// A record with its on-disk header, for inspection tools (`logctl dump --hex/--json`).
+    public struct RecordDetails: Sendable, Equatable {
+        public var lsn: LSN
+        /// Segment file name.
+        public var segment: String
+        /// Byte offset of the record header in that file.
+        public var offset: Int
+        /// The stored CRC-32C (FORMAT.md: salt, header bytes 4..<32, payload).
+        public var crc: UInt32
+        /// The log's durable LSN when this record was written (the recovery evidence).
+        public var durableLSN: LSN
+        /// The record type (1: data; only data records have an LSN of their own).
+        public var type: UInt16
+        public var flags: UInt16
+        /// The header as stored: `Format.recordHeaderSize` bytes.
+        public var headerBytes: [UInt8]
+        public var payload: [UInt8]
+    }
+
+    /// The record at `lsn` with its header, which must be in `firstLSN...writtenLSN`.
+    public func recordDetails(_ lsn: LSN) throws(LogError) -> RecordDetails {
+        let (segment, offset) = try locate(lsn)
+        let start = segment.base + offset
+        let header = RecordHeader.load(from: start)
+        return RecordDetails(
+            lsn: lsn, segment: segment.name, offset: offset, crc: header.crc, durableLSN: header.durableLSN,
+            type: header.type, flags: header.flags,
+            headerBytes: Array(UnsafeRawBufferPointer(start: start, count: Format.recordHeaderSize)),
+            payload: Array(
+                UnsafeRawBufferPointer(start: start + Format.recordHeaderSize, count: Int(header.length))))
+    }
+}
