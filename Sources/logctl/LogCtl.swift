@@ -16,7 +16,7 @@ struct LogCtl: ParsableCommand {
               4  the log is locked by another writer
               5  any other I/O failure (full disk, failed sync, ...)
             """,
-        subcommands: [Append.self, Dump.self, Verify.self, Stat.self, Demo.self, Bench.self, CrashTest.self]
+        subcommands: [Append.self, Dump.self, Verify.self, Stat.self, Truncate.self, Demo.self, Bench.self, CrashTest.self]
     )
 
     /// Runs the command; every failure becomes one line on stderr and a documented exit code.
@@ -39,7 +39,7 @@ struct LogCtl: ParsableCommand {
         switch error.code {
         case .corruption: 2
         case .notFound, .notALog, .unsupportedVersion, .invalidArgument, .lsnOutOfRange, .permissionDenied,
-            .readOnly, .closed:
+            .readOnly, .closed, .truncated:
             3
         case .locked: 4
         case .recordTooLarge, .noSpace, .ioError, .poisoned, .syncModeUnavailable: 5

@@ -145,21 +145,9 @@ import Testing
         PowerLossSimulator.write(files, into: directory)
         defer { try? FileManager.default.removeItem(atPath: directory) }
         var violations: [String] = []
-        let box = Mutex<[[PowerLossSimulator.FileState]]>([])
-        var nestedSimulator: PowerLossSimulator?
-        if deep {
-            let holder = Mutex<PowerLossSimulator?>(nil)
-            nestedSimulator = PowerLossSimulator(directory: directory) { _ in
-                guard let simulator = holder.withLock({ $0 }) else { return }
-                var random = SplitMix64(seed: seed ^ UInt64(box.withLock { $0.count }) &+ 7)
-                let state = PowerLossSimulator.crashState(simulator.snapshot(), random: &random, garbage: .changedSectors)
-                box.withLock { $0.append(state) }
-            }
-            holder.withLock { $0 = nestedSimulator }
-        }
-        let recovered = recoverAndCheck(directory, expected: expected, tag: tag, violations: &violations)
-        nestedSimulator?.stop()
-        let nested = box.withLock { $0 }
+        let (recovered, nested) = PowerLossSimulator.crashStatesDuringRecovery(
+            of: directory, seed: seed, garbage: .changedSectors, enabled: deep
+        ) { recoverAndCheck(directory, expected: expected, tag: tag, violations: &violations) }
         guard let recovered else { return violations }
         for (index, state) in nested.enumerated() {
             let again = root + "/again-\(UUID().uuidString)"
