@@ -25,6 +25,24 @@
 //
 //   crc = CRC-32C(segmentSalt as 8 LE bytes ++ header bytes 4..<32 ++ payload), unmasked.
 //   durableLSN = the log's durable LSN when the record was written (the recovery evidence).
+//
+// Truncation intent `TRUNCATE` (FORMAT.md §11), 64 bytes + a page image, present only while a truncation is
+// being carried out; a writer's open completes a leftover one before recovery:
+//
+//   0               8       12      16                              32
+//   +---------------+-------+-------+-------------------------------+
+//   | magic         |version| kind  | logID.high    | logID.low     |
+//   +---------------+-------+-------+-------------------------------+
+//   32              40              48              56      60      64
+//   +---------------+---------------+---------------+-------+-------+
+//   | segmentID     | lsn           | offset        |imgLen | crc   | image (imgLen bytes) ...
+//   +---------------+---------------+---------------+-------+-------+---------------------
+//
+//   kind 1 (front, removeBefore): segments with id < segmentID go; lsn = its baseLSN, offset 0,
+//   imgLen 0. kind 2 (suffix, removeAfter): lsn = the last LSN kept; the image (≤ 8 KiB) is
+//   written at alignDown(offset, 4096) of segment segmentID (records before offset, a padding
+//   record to the commit-alignment boundary, zeros), every byte after it is zeroed, and
+//   segments with id > segmentID go.  crc = CRC-32C(bytes 0..<60 ++ image).
 
 /// Log sequence number: 1, 2, 3, … with no gaps. 0 means "none".
 public typealias LSN = UInt64
@@ -78,6 +96,24 @@ package enum Format {
     /// A side file is written under its name plus this suffix, fsync'd, then renamed: a file
     /// with the final name is always complete. A writer deletes leftovers when it opens the log.
     static let partialFileSuffix = ".partial"
+
+    /// The truncation intent (FORMAT.md §11): written as `TRUNCATE.partial`, fsync'd, renamed,
+    /// directory fsync'd before a truncation changes anything; removed (and the directory
+    /// fsync'd) once it is carried out. A writer's open completes a leftover one.
+    static let truncationIntentFileName = "TRUNCATE"
+    /// "LOGSTTRN" read as a little-endian UInt64.
+    static let truncationIntentMagic: UInt64 = 0x4E52_5454_5347_4F4C
+    static let truncationIntentVersion: UInt32 = 1
+    static let truncationIntentHeaderSize = 64
+    static let truncationIntentCRCOffset = 60
+    /// The largest page image a suffix intent carries: the page holding the cut, and the next
+    /// one when the padding record after the cut runs into it.
+    static let maxTruncationImage = 2 * pageSize
+    /// `removeBefore`: segments with an id below the intent's segment id are removed.
+    static let truncationKindFront: UInt32 = 1
+    /// `removeAfter`: the intent's segment is zeroed from the intent's offset on, and every
+    /// segment with a higher id is removed.
+    static let truncationKindSuffix: UInt32 = 2
 
     /// Bytes a record occupies in the segment, header and padding included.
     static func recordFootprint(payloadLength: Int) -> Int {

@@ -25,6 +25,8 @@ final class WeakLog: @unchecked Sendable {
 /// A task waiting in `append(_:) async` or `commit() async`.
 struct AsyncWaiter: Sendable {
     let lsn: LSN
+    /// Suffix truncations done when its record was appended (see `Log.truncationError`).
+    let cutsSeen: Int
     let continuation: CheckedContinuation<Result<LSN, LogError>, Never>
 }
 
@@ -38,14 +40,17 @@ struct AsyncWaiter: Sendable {
 // asleep. Async callers register a continuation that the syncer resumes: the cooperative pool
 // never blocks.
 extension Log {
-    /// Blocks until `lsn`, written before sync number `sync` started, is durable; returns the
-    /// durable LSN then.
-    func waitUntilDurable(_ lsn: LSN, coveredBy sync: UInt64) throws(LogError) -> LSN {
+    /// Blocks until `lsn`, written before sync number `sync` started and after `cutsSeen` suffix
+    /// truncations, is durable; returns the durable LSN then. Throws `truncated` once a later
+    /// `removeAfter` removed it (checked after the watermark: new records reusing its LSN may
+    /// have moved the watermark past it).
+    func waitUntilDurable(_ lsn: LSN, coveredBy sync: UInt64, cutsSeen: Int) throws(LogError) -> LSN {
         let completion = syncCompleted[Int(sync & 1)]
         var posted = false
         while true {
             let epoch = completion.prepareWait()
             let durable = durableWatermark.load(ordering: .acquiring)
+            if let removed = truncationError(lsn, cutsSeen: cutsSeen) { throw removed }
             if durable >= lsn { return durable }
             if refusing.load(ordering: .acquiring) { throw refusal() }
             if !posted {
@@ -63,17 +68,19 @@ extension Log {
     }
 
     /// Suspends (without blocking a thread of the cooperative pool) until `lsn` is durable.
-    func awaitDurable(_ lsn: LSN) async throws(LogError) -> LSN {
+    func awaitDurable(_ lsn: LSN, cutsSeen: Int) async throws(LogError) -> LSN {
         let durable = durableWatermark.load(ordering: .acquiring)
+        if let removed = truncationError(lsn, cutsSeen: cutsSeen) { throw removed }
         if durable >= lsn { return durable }
         if refusing.load(ordering: .acquiring) { throw refusal() }
         let result = await withCheckedContinuation { (continuation: CheckedContinuation<Result<LSN, LogError>, Never>) in
-            asyncWaiters.withLock { $0.append(AsyncWaiter(lsn: lsn, continuation: continuation)) }
+            asyncWaiters.withLock { $0.append(AsyncWaiter(lsn: lsn, cutsSeen: cutsSeen, continuation: continuation)) }
             asyncWaiterCount.add(1, ordering: .sequentiallyConsistent)
             // A sync that finished between the check above and the registration did not see
             // this waiter.
             if durableWatermark.load(ordering: .sequentiallyConsistent) >= lsn
                 || refusing.load(ordering: .sequentiallyConsistent)
+                || suffixCutCount.load(ordering: .sequentiallyConsistent) != cutsSeen
             {
                 resumeAsyncWaiters()
             } else {
@@ -109,7 +116,9 @@ extension Log {
                 !log.refusing.load(ordering: .acquiring)
             {
                 syncer.isBusy = true
-                if let finished = log.syncEngine.withLock({ engine in log.leadOneSync(&engine) }) {
+                let led = log.syncEngine.withLock { engine in log.leadOneSync(&engine) }
+                if led == nil { log.dropUnwrittenRequest() }
+                if let finished = led {
                     if log.requestedLSN.load(ordering: .sequentiallyConsistent)
                         > log.durableWatermark.load(ordering: .sequentiallyConsistent),
                         !log.refusing.load(ordering: .acquiring), let waker = log.waker
@@ -155,6 +164,17 @@ extension Log {
         }
     }
 
+    /// Nothing was left to sync while a request was pending: the request was for records a
+    /// `removeAfter` removed (above `writtenLSN`). It is lowered to the watermark, unless a new
+    /// request came in meanwhile, so that the syncer does not spin on it.
+    func dropUnwrittenRequest() {
+        let requested = requestedLSN.load(ordering: .sequentiallyConsistent)
+        let durable = durableWatermark.load(ordering: .sequentiallyConsistent)
+        if requested > durable {
+            _ = requestedLSN.compareExchange(expected: requested, desired: durable, ordering: .sequentiallyConsistent)
+        }
+    }
+
     /// Wakes the callers a finished sync covered (everyone, when the log started refusing).
     func announce(_ finished: UInt64?) {
         if let finished, !refusing.load(ordering: .acquiring) {
@@ -167,25 +187,47 @@ extension Log {
     }
 
     /// Resumes every async waiter whose LSN is durable (all of them, with the error, once the
-    /// log refuses writes).
+    /// log refuses writes), and with `truncated` every one whose record a `removeAfter` removed.
     func resumeAsyncWaiters() {
         let failure: LogError? = refusing.load(ordering: .sequentiallyConsistent) ? refusal() : nil
         let durable = durableWatermark.load(ordering: .sequentiallyConsistent)
-        var ready: [AsyncWaiter] = []
+        let cuts = suffixCutCount.load(ordering: .sequentiallyConsistent)
+        var candidates: [AsyncWaiter] = []
         asyncWaiters.withLock { waiters in
             waiters.removeAll { waiter in
-                guard failure != nil || waiter.lsn <= durable else { return false }
-                ready.append(waiter)
+                guard failure != nil || waiter.lsn <= durable || waiter.cutsSeen != cuts else { return false }
+                candidates.append(waiter)
                 return true
             }
         }
-        if !ready.isEmpty { asyncWaiterCount.subtract(ready.count, ordering: .sequentiallyConsistent) }
-        for waiter in ready {
-            if let failure, waiter.lsn > durable {
-                waiter.continuation.resume(returning: .failure(failure))
+        guard !candidates.isEmpty else { return }
+        var resumed = 0
+        var stillWaiting: [AsyncWaiter] = []
+        for waiter in candidates {
+            let result: Result<LSN, LogError>
+            if let removed = truncationError(waiter.lsn, cutsSeen: waiter.cutsSeen) {
+                result = .failure(removed)
+            } else if let failure, waiter.lsn > durable {
+                result = .failure(failure)
+            } else if waiter.lsn <= durable {
+                result = .success(durable)
             } else {
-                waiter.continuation.resume(returning: .success(durable))
+                // A truncation since its append left its record in place: it waits on.
+                stillWaiting.append(AsyncWaiter(lsn: waiter.lsn, cutsSeen: cuts, continuation: waiter.continuation))
+                continue
             }
+            waiter.continuation.resume(returning: result)
+            resumed += 1
+        }
+        if resumed > 0 { asyncWaiterCount.subtract(resumed, ordering: .sequentiallyConsistent) }
+        guard let lowest = stillWaiting.map(\.lsn).min() else { return }
+        asyncWaiters.withLock { $0 += stillWaiting }
+        // A sync that finished while they were out of the list did not see them.
+        if durableWatermark.load(ordering: .sequentiallyConsistent) >= lowest
+            || refusing.load(ordering: .sequentiallyConsistent)
+            || suffixCutCount.load(ordering: .sequentiallyConsistent) != cuts
+        {
+            resumeAsyncWaiters()
         }
     }
 

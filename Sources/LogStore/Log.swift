@@ -33,6 +33,8 @@ public final class Log: Sendable {
         /// What a sync may assume about the disk, and so where the next record after a commit
         /// starts (see `CommitAlignment` and FORMAT.md, "Crash model").
         public var commitAlignment: CommitAlignment = .none
+        /// Which old segments a background task deletes (`RetentionPolicy`); none by default.
+        public var retention = RetentionPolicy()
 
         public init(
             segmentSize: Int = 64 << 20, createIfMissing: Bool = false, recovery: RecoveryMode = .tornTail,
@@ -140,6 +142,9 @@ public final class Log: Sendable {
         var syncsStarted: UInt64 = 0
         /// The number of the sync that covers `writtenLSN` (the first to start after its append).
         var writtenCoveredBy: UInt64 = 1
+        /// The last LSN kept by each `removeAfter` so far, oldest first; a waiter remembers how
+        /// many it saw (see `Log.truncationError`).
+        var suffixCuts: [LSN] = []
 
         func checkUsable() throws(LogError) {
             if isClosed { throw LogError(.closed, "the log is closed") }
@@ -164,7 +169,7 @@ public final class Log: Sendable {
     /// Nil for read-only opens.
     private let preparer: SegmentPreparer?
     /// Installs rolled-into segments, one at a time and in order.
-    private let installQueue = DispatchQueue(label: "LogStore.SegmentInstaller")
+    let installQueue = DispatchQueue(label: "LogStore.SegmentInstaller")
     let state: SleepingLock<State>
     /// Held by the thread running a sync (the group commit's leader), so that syncs run one at
     /// a time and `durableLSN` only moves in order.
@@ -186,10 +191,18 @@ public final class Log: Sendable {
     let finishedSync = Atomic<UInt64>(0)
     let asyncWaiters = Mutex<[AsyncWaiter]>([])
     let asyncWaiterCount = Atomic<Int>(0)
+    /// `state.suffixCuts.count`, readable without the lock by waiters.
+    let suffixCutCount = Atomic<Int>(0)
+    /// Held by `removeBefore`/`removeAfter`: one truncation at a time, and none while `close`
+    /// releases the directory.
+    let truncationLock = Mutex<Void>(())
+    /// Applies `options.retention` in the background (nil when it keeps everything).
+    let retentionWorker: RetentionWorker?
 
     deinit {
         syncer?.stop()
         waker?.stop()
+        retentionWorker?.cancel()
         // Dropped without close (a crash, as far as the log is concerned): let a queued
         // installation finish before the lock is released with the stored properties.
         installQueue.sync {}
@@ -247,8 +260,24 @@ public final class Log: Sendable {
         _ = try Log.segmentFileNames(directory, create: create)
         lock = readOnly ? nil : try DirectoryLock.acquire(directory: directory)
 
+        // A truncation a crash interrupted: a writer completes it before recovery looks at the
+        // records; a read-only open shows the log as it will be once it is completed.
+        var intent = try TruncationIntent.read(directory: directory, removingPartial: !readOnly)
+        if let leftover = intent, !readOnly {
+            try leftover.carryOut(directory: directory, names: try Log.segmentFileNames(directory, create: false))
+            intent = nil
+        }
         var segments = try Log.openSegments(directory, create: create, readOnly: readOnly, options: options)
-        let scan = LogScanner.scan(segments)
+        if let intent {
+            guard let named = segments.first(where: { $0.id == intent.segmentID }) else {
+                throw LogError(.corruption, "the truncation intent names segment \(intent.segmentID), which is missing",
+                               path: TruncationIntent.path(in: directory))
+            }
+            try intent.validate(against: named, directory: directory)
+            segments = intent.visibleSegments(segments)
+        }
+        var scan = LogScanner.scan(segments)
+        if let intent, intent.kind == .suffix { scan = scan.truncated(after: intent.lsn) }
         var report = try Log.plan(scan, mode: options.recovery, readOnly: readOnly, directory: directory)
         if !readOnly {
             segments = try Log.apply(scan, mode: options.recovery, directory: directory, report: &report)
@@ -279,7 +308,10 @@ public final class Log: Sendable {
         recoveryReport = finalReport
         syncer = readOnly || options.sync == .none ? nil : LoopThread()
         waker = syncer == nil ? nil : LoopThread()
+        retentionWorker = readOnly || !options.retention.isEnabled
+            ? nil : RetentionWorker(interval: options.retention.checkInterval)
         let weakSelf = WeakLog(self)
+        retentionWorker?.start(weakSelf)
         syncer?.start { syncer in Log.runSyncer(syncer, log: weakSelf) }
         waker?.start { waker in Log.runWaker(waker, log: weakSelf) }
     }
@@ -345,7 +377,7 @@ public final class Log: Sendable {
 
     /// The segment files of `directory` as (id, name), oldest first. Empty only when a new log
     /// may be created there (`create`, and no other files); otherwise no segments is `notALog`.
-    private static func segmentFileNames(_ directory: String, create: Bool, removingLeftovers: Bool = false)
+    static func segmentFileNames(_ directory: String, create: Bool, removingLeftovers: Bool = false)
         throws(LogError) -> [(UInt64, String)]
     {
         var names: [String]
@@ -555,8 +587,11 @@ public final class Log: Sendable {
         try appendReturningSync(payload).lsn
     }
 
-    /// Appends and returns the LSN with the number of the sync that will cover it.
-    private func appendReturningSync(_ payload: UnsafeRawBufferPointer) throws(LogError) -> (lsn: LSN, sync: UInt64) {
+    /// Appends and returns the LSN with the number of the sync that will cover it and the
+    /// number of suffix truncations so far.
+    private func appendReturningSync(_ payload: UnsafeRawBufferPointer) throws(LogError)
+        -> (lsn: LSN, sync: UInt64, cutsSeen: Int)
+    {
         guard !isReadOnly else { throw LogError(.readOnly, "the log was opened read-only", path: directory) }
         guard payload.count <= maxRecordSize else {
             throw LogError(
@@ -564,20 +599,27 @@ public final class Log: Sendable {
                 "record of \(payload.count) bytes exceeds the \(maxRecordSize)-byte maximum for \(segmentSize)-byte segments",
                 path: directory)
         }
-        return try state.withLock { (state) throws(LogError) -> (lsn: LSN, sync: UInt64) in
+        return try state.withLock { (state) throws(LogError) -> (lsn: LSN, sync: UInt64, cutsSeen: Int) in
             try state.checkUsable()
-            return (try appendLocked(&state, type: Format.recordTypeData, payload: payload), state.writtenCoveredBy)
+            let lsn = try appendLocked(&state, type: Format.recordTypeData, payload: payload)
+            return (lsn, state.writtenCoveredBy, state.suffixCuts.count)
         }
     }
 
     /// Appends one record and returns its LSN. The record is not durable until `commit` returns.
     @discardableResult
     public func append(_ payload: some Sequence<UInt8>) throws(LogError) -> LSN {
-        try appendWithoutWaiting(payload)
+        try appendWithoutWaiting(payload).lsn
     }
 
-    private func appendWithoutWaiting(_ payload: some Sequence<UInt8>) throws(LogError) -> LSN {
-        try withBytes(of: payload) { (bytes) throws(LogError) in try append(bytes) }
+    private func appendWithoutWaiting(_ payload: some Sequence<UInt8>) throws(LogError) -> (lsn: LSN, cutsSeen: Int) {
+        var cutsSeen = 0
+        let lsn = try withBytes(of: payload) { (bytes) throws(LogError) -> LSN in
+            let appended = try appendReturningSync(bytes)
+            cutsSeen = appended.cutsSeen
+            return appended.lsn
+        }
+        return (lsn, cutsSeen)
     }
 
     /// Appends one record and returns its LSN once it is durable.
@@ -601,25 +643,33 @@ public final class Log: Sendable {
     /// Appends one record and returns its LSN once it is durable (one lock round for both).
     @discardableResult
     public func appendAndCommit(_ payload: UnsafeRawBufferPointer) throws(LogError) -> LSN {
-        let (lsn, sync) = try appendReturningSync(payload)
+        let (lsn, sync, cutsSeen) = try appendReturningSync(payload)
         guard options.sync != .none else { return lsn }
-        _ = try waitUntilDurable(lsn, coveredBy: sync)
+        _ = try waitUntilDurable(lsn, coveredBy: sync, cutsSeen: cutsSeen)
         return lsn
     }
 
     /// Fills the active segment up to the next `commitAlignment` boundary with a padding
     /// record (or to the one after, when less than a record header is left).
     func padToCommitAlignment(_ state: inout State) {
-        let alignment = options.commitAlignment.bytes
         let end = state.segments[state.segments.count - 1].end
-        guard end % alignment != 0 else { return }
-        var target = alignUp(end, to: alignment)
-        if target - end < Format.recordHeaderSize { target += alignment }
-        target = min(target, segmentSize)
-        guard target - end >= Format.recordHeaderSize else { return }
+        guard let target = paddingTarget(after: end) else { return }
         _ = try? appendLocked(
             &state, type: Format.recordTypePadding,
             payload: UnsafeRawBufferPointer(rebasing: paddingZeros[0..<(target - end - Format.recordHeaderSize)]))
+    }
+
+    /// Where a padding record written at `end` ends, so that the next record starts at the
+    /// next `commitAlignment` boundary (or the one after, when less than a record header is
+    /// left); nil when `end` is aligned already or there is no room for a padding record.
+    func paddingTarget(after end: Int) -> Int? {
+        let alignment = options.commitAlignment.bytes
+        guard end % alignment != 0 else { return nil }
+        var target = alignUp(end, to: alignment)
+        if target - end < Format.recordHeaderSize { target += alignment }
+        target = min(target, segmentSize)
+        guard target - end >= Format.recordHeaderSize else { return nil }
+        return target
     }
 
     private func appendLocked(_ state: inout State, type: UInt16, payload: UnsafeRawBufferPointer) throws(LogError)
@@ -698,6 +748,7 @@ public final class Log: Sendable {
                                      on: installQueue)
         }
         state.nextSegmentRequested = false
+        retentionWorker?.kick()
         FaultInjection.crashPoint("at the roll to segment \(header.segmentID)", directory: directory)
         state.segments.append(
             OpenSegment(segment: segment, base: segment.base, saltCRC: segment.saltCRC, recordOffsets: [],
@@ -716,12 +767,12 @@ public final class Log: Sendable {
     @discardableResult
     public func commit() throws(LogError) -> LSN {
         guard !isReadOnly else { throw LogError(.readOnly, "the log was opened read-only", path: directory) }
-        let (target, sync) = try state.withLock { (state) throws(LogError) -> (LSN, UInt64) in
+        let (target, sync, cutsSeen) = try state.withLock { (state) throws(LogError) -> (LSN, UInt64, Int) in
             try state.checkUsable()
-            return (state.writtenLSN, state.writtenCoveredBy)
+            return (state.writtenLSN, state.writtenCoveredBy, state.suffixCuts.count)
         }
         guard options.sync != .none else { return durableLSN }
-        return try waitUntilDurable(target, coveredBy: sync)
+        return try waitUntilDurable(target, coveredBy: sync, cutsSeen: cutsSeen)
     }
 
     /// `commit()` for async callers: suspends until every record appended before the call is
@@ -729,12 +780,12 @@ public final class Log: Sendable {
     @discardableResult
     public func commit() async throws(LogError) -> LSN {
         guard !isReadOnly else { throw LogError(.readOnly, "the log was opened read-only", path: directory) }
-        let target = try state.withLock { (state) throws(LogError) -> LSN in
+        let (target, cutsSeen) = try state.withLock { (state) throws(LogError) -> (LSN, Int) in
             try state.checkUsable()
-            return state.writtenLSN
+            return (state.writtenLSN, state.suffixCuts.count)
         }
         guard options.sync != .none else { return durableLSN }
-        return try await awaitDurable(target)
+        return try await awaitDurable(target, cutsSeen: cutsSeen)
     }
 
     /// Appends one record and returns its LSN once it is durable, suspending (not blocking) in
@@ -746,9 +797,9 @@ public final class Log: Sendable {
     /// (`try bytes.withUnsafeBytes { try log.append($0) }`) and `commit` later.
     @discardableResult
     public func append(_ payload: some Sequence<UInt8> & Sendable) async throws(LogError) -> LSN {
-        let lsn = try appendWithoutWaiting(payload)
+        let (lsn, cutsSeen) = try appendWithoutWaiting(payload)
         guard options.sync != .none else { return lsn }
-        _ = try await awaitDurable(lsn)
+        _ = try await awaitDurable(lsn, cutsSeen: cutsSeen)
         return lsn
     }
 
@@ -763,10 +814,15 @@ public final class Log: Sendable {
 
     /// The record at `lsn`, which must be in `firstLSN...writtenLSN`.
     public func record(_ lsn: LSN) throws(LogError) -> Record {
-        let (segment, offset) = try locate(lsn)
+        let (segment, offset, cutsSeen) = try locate(lsn)
         let header = RecordHeader.load(from: segment.base + offset)
         let payload = Array(
             UnsafeRawBufferPointer(start: segment.base + offset + Format.recordHeaderSize, count: Int(header.length)))
+        // `removeAfter` zeroes a removed record's bytes in place: a copy it raced with may be torn.
+        if truncationError(lsn, cutsSeen: cutsSeen) != nil {
+            throw LogError(.lsnOutOfRange, "LSN \(lsn) was removed by removeAfter while it was read", path: directory,
+                           lsn: lsn)
+        }
         return Record(lsn: lsn, segment: segment.name, offset: offset, payload: payload)
     }
 
@@ -791,8 +847,8 @@ public final class Log: Sendable {
         }
     }
 
-    func locate(_ lsn: LSN) throws(LogError) -> (Segment, Int) {
-        try state.withLock { (state) throws(LogError) -> (Segment, Int) in
+    func locate(_ lsn: LSN) throws(LogError) -> (Segment, Int, cutsSeen: Int) {
+        try state.withLock { (state) throws(LogError) -> (Segment, Int, cutsSeen: Int) in
             if state.isClosed { throw LogError(.closed, "the log is closed", path: directory) }
             guard lsn >= state.firstLSN, lsn <= state.writtenLSN else {
                 throw LogError(
@@ -806,7 +862,8 @@ public final class Log: Sendable {
                 if state.segments[middle].segment.header.baseLSN <= lsn { low = middle } else { high = middle - 1 }
             }
             let open = state.segments[low]
-            return (open.segment, Int(open.recordOffsets[Int(lsn - open.segment.header.baseLSN)]))
+            return (open.segment, Int(open.recordOffsets[Int(lsn - open.segment.header.baseLSN)]),
+                    state.suffixCuts.count)
         }
     }
 
@@ -838,6 +895,7 @@ public final class Log: Sendable {
             refusing.store(true, ordering: .sequentiallyConsistent)
             syncer?.stop()
             waker?.stop()
+            retentionWorker?.stop()
             syncCompleted.forEach { $0.notifyAll() }
             resumeAsyncWaiters()
             preparer?.discard()
@@ -847,6 +905,8 @@ public final class Log: Sendable {
                 engine.ranges.removeAll()
                 engine.installs.removeAll()
             }
+            // A truncation carrying out its intent finishes before another writer may open.
+            truncationLock.withLock { _ in }
             lock?.release()
         }
         guard !isReadOnly, state.withLock({ $0.poison == nil && !$0.isClosed }) else { return }

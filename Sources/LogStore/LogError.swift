@@ -32,6 +32,8 @@ public struct LogError: Error, Sendable, Equatable, CustomStringConvertible {
         case closed
         /// The LSN is outside `firstLSN...writtenLSN`.
         case lsnOutOfRange
+        /// `removeAfter` removed the record a caller was waiting to become durable.
+        case truncated
         case invalidArgument
     }
 

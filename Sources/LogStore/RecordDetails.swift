@@ -20,7 +20,7 @@ extension Log {
 
     /// The record at `lsn` with its header, which must be in `firstLSN...writtenLSN`.
     public func recordDetails(_ lsn: LSN) throws(LogError) -> RecordDetails {
-        let (segment, offset) = try locate(lsn)
+        let (segment, offset, _) = try locate(lsn)
         let start = segment.base + offset
         let header = RecordHeader.load(from: start)
         return RecordDetails(

@@ -313,6 +313,27 @@ package final class PowerLossSimulator: @unchecked Sendable {
         return states
     }
 
+    /// Runs `recover` (a recovery of the crash state in `directory`) while recording one crash
+    /// state at each of its crash points, when `enabled`; returns its result and those states,
+    /// for recovering again (recovery crashed in its own steps must reach the same log).
+    package static func crashStatesDuringRecovery<Result>(
+        of directory: String, seed: UInt64, garbage: Garbage, enabled: Bool = true, _ recover: () -> Result
+    ) -> (result: Result, states: [[FileState]]) {
+        guard enabled else { return (recover(), []) }
+        let states = Mutex<[[FileState]]>([])
+        let holder = Mutex<PowerLossSimulator?>(nil)
+        let simulator = PowerLossSimulator(directory: directory) { _ in
+            guard let simulator = holder.withLock({ $0 }) else { return }
+            var random = SplitMix64(seed: seed ^ UInt64(states.withLock { $0.count }) &+ 7)
+            let state = crashState(simulator.snapshot(), random: &random, garbage: garbage)
+            states.withLock { $0.append(state) }
+        }
+        holder.withLock { $0 = simulator }
+        let result = recover()
+        simulator.stop()
+        return (result, states.withLock { $0 })
+    }
+
     // MARK: Files
 
     package static func write(_ files: [FileState], into directory: String) {

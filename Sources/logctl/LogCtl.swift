@@ -25,7 +25,7 @@ struct LogCtl: ParsableCommand {
             (e.g. logctl --generate-completion-script bash > /etc/bash_completion.d/logctl)
             """,
         subcommands: [
-            Append.self, Dump.self, Tail.self, Stat.self, Verify.self, Recover.self, Demo.self, Bench.self,
+            Append.self, Dump.self, Tail.self, Stat.self, Verify.self, Recover.self, Truncate.self, Demo.self, Bench.self,
             CrashTest.self,
         ]
     )
@@ -50,7 +50,7 @@ struct LogCtl: ParsableCommand {
         switch error.code {
         case .corruption: 2
         case .notFound, .notALog, .unsupportedVersion, .invalidArgument, .lsnOutOfRange, .permissionDenied,
-            .readOnly, .closed:
+            .readOnly, .closed, .truncated:
             3
         case .locked: 4
         case .recordTooLarge, .noSpace, .ioError, .poisoned, .syncModeUnavailable: 5
@@ -70,7 +70,7 @@ struct LogCtl: ParsableCommand {
         case .permissionDenied: "run as a user who may read (and, to write, modify) the log directory"
         case .noSpace: "free some disk space and retry"
         case .syncModeUnavailable: "choose --sync msync or fdatasync"
-        case .invalidArgument, .lsnOutOfRange, .readOnly, .closed, .recordTooLarge, .ioError, .poisoned: nil
+        case .invalidArgument, .lsnOutOfRange, .readOnly, .closed, .truncated, .recordTooLarge, .ioError, .poisoned: nil
         }
     }
 
