@@ -25,6 +25,16 @@
 //
 //   crc = CRC-32C(segmentSalt as 8 LE bytes ++ header bytes 4..<32 ++ payload), unmasked.
 //   durableLSN = the log's durable LSN when the record was written (the recovery evidence).
+//
+// Durable watermark file `DURABLE` (FORMAT.md §11; a hint for live followers, never read by
+// recovery, never synced), one page, little-endian, shared-mapped by the writer:
+//
+//   0               8       12      16              24              32              40     4096
+//   +---------------+-------+-------+---------------+---------------+---------------+- zero -+
+//   | magic         |version| epoch | durableLSN    | logID.high    | logID.low     |        |
+//   +---------------+-------+-------+---------------+---------------+---------------+--------+
+//
+//   epoch: a futex word, +1 (wrapping) after each change of durableLSN; followers FUTEX_WAIT on it.
 
 /// Log sequence number: 1, 2, 3, … with no gaps. 0 means "none".
 public typealias LSN = UInt64
@@ -63,6 +73,18 @@ enum Format {
     static let segmentFileExtension = "seg"
     static let temporaryFileExtension = "tmp"
     static let lockFileName = "LOCK"
+
+    /// The durable watermark file (FORMAT.md §11).
+    static let watermarkFileName = "DURABLE"
+    /// "LOGSTDUR" read as a little-endian UInt64.
+    static let watermarkMagic: UInt64 = 0x5255_4454_5347_4F4C
+    static let watermarkVersion: UInt32 = 1
+    static let watermarkFileSize = 4096
+    static let watermarkVersionOffset = 8
+    static let watermarkEpochOffset = 12
+    static let watermarkDurableLSNOffset = 16
+    static let watermarkLogIDHighOffset = 24
+    static let watermarkLogIDLowOffset = 32
 
     /// Side files (FORMAT.md §8.6): what recovery removed, kept for an operator. Their names
     /// never end in `.seg` or `.seg.tmp`, so no open mistakes them for segments.

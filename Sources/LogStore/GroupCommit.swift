@@ -24,6 +24,7 @@ final class WeakLog: @unchecked Sendable {
 
 /// A task waiting in `append(_:) async` or `commit() async`.
 struct AsyncWaiter: Sendable {
+    let id: UInt64
     let lsn: LSN
     let continuation: CheckedContinuation<Result<LSN, LogError>, Never>
 }
@@ -67,20 +68,53 @@ extension Log {
         let durable = durableWatermark.load(ordering: .acquiring)
         if durable >= lsn { return durable }
         if refusing.load(ordering: .acquiring) { throw refusal() }
-        let result = await withCheckedContinuation { (continuation: CheckedContinuation<Result<LSN, LogError>, Never>) in
-            asyncWaiters.withLock { $0.append(AsyncWaiter(lsn: lsn, continuation: continuation)) }
-            asyncWaiterCount.add(1, ordering: .sequentiallyConsistent)
-            // A sync that finished between the check above and the registration did not see
-            // this waiter.
-            if durableWatermark.load(ordering: .sequentiallyConsistent) >= lsn
-                || refusing.load(ordering: .sequentiallyConsistent)
-            {
-                resumeAsyncWaiters()
-            } else {
-                postRequest(lsn)
-            }
+        let id = nextAsyncWaiterID.add(1, ordering: .relaxed).newValue
+        let result = await withCheckedContinuation { continuation in
+            if !registerAsyncWaiter(AsyncWaiter(id: id, lsn: lsn, continuation: continuation)) { postRequest(lsn) }
         }
         return try result.get()
+    }
+
+    /// Suspends until `lsn` is durable or the log refuses writes, like `awaitDurable`, but
+    /// without asking for a sync: a follower waits for the writer's own commits. Nil when the
+    /// task was cancelled.
+    func awaitDurableWithoutSyncing(_ lsn: LSN) async -> Result<LSN, LogError>? {
+        let id = nextAsyncWaiterID.add(1, ordering: .relaxed).newValue
+        let result = await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                _ = registerAsyncWaiter(AsyncWaiter(id: id, lsn: lsn, continuation: continuation))
+                // A cancellation before the registration found nothing to remove.
+                if Task.isCancelled { cancelAsyncWaiter(id) }
+            }
+        } onCancel: {
+            cancelAsyncWaiter(id)
+        }
+        return Task.isCancelled ? nil : result
+    }
+
+    /// Adds `waiter` and returns whether it was resumed at once (its LSN durable, or the log
+    /// refusing writes).
+    private func registerAsyncWaiter(_ waiter: AsyncWaiter) -> Bool {
+        asyncWaiters.withLock { $0.append(waiter) }
+        asyncWaiterCount.add(1, ordering: .sequentiallyConsistent)
+        // A sync that finished between the caller's check and the registration did not see
+        // this waiter.
+        guard durableWatermark.load(ordering: .sequentiallyConsistent) >= waiter.lsn
+            || refusing.load(ordering: .sequentiallyConsistent)
+        else { return false }
+        resumeAsyncWaiters()
+        return true
+    }
+
+    /// Resumes the waiter `id`, if it still waits, with the durable LSN of now.
+    private func cancelAsyncWaiter(_ id: UInt64) {
+        let waiter = asyncWaiters.withLock { waiters -> AsyncWaiter? in
+            guard let index = waiters.firstIndex(where: { $0.id == id }) else { return nil }
+            return waiters.remove(at: index)
+        }
+        guard let waiter else { return }
+        asyncWaiterCount.subtract(1, ordering: .sequentiallyConsistent)
+        waiter.continuation.resume(returning: .success(durableWatermark.load(ordering: .sequentiallyConsistent)))
     }
 
     /// Asks the syncer thread for a sync covering `lsn`.
@@ -155,8 +189,10 @@ extension Log {
         }
     }
 
-    /// Wakes the callers a finished sync covered (everyone, when the log started refusing).
+    /// Wakes the callers a finished sync covered (everyone, when the log started refusing),
+    /// followers in other processes first.
     func announce(_ finished: UInt64?) {
+        watermark?.notifyFollowers()
         if let finished, !refusing.load(ordering: .acquiring) {
             syncCompleted[Int(finished & 1)].notifyAll()
         } else {
@@ -247,6 +283,8 @@ extension Log {
             state.durableLSN = max(state.durableLSN, target)
             durableWatermark.store(state.durableLSN, ordering: .sequentiallyConsistent)
         }
+        // Syncs run one at a time, so the published LSN only grows; `announce` wakes followers.
+        watermark?.publish(target)
         return number
     }
 

@@ -186,6 +186,11 @@ public final class Log: Sendable {
     let finishedSync = Atomic<UInt64>(0)
     let asyncWaiters = Mutex<[AsyncWaiter]>([])
     let asyncWaiterCount = Atomic<Int>(0)
+    /// Identifies async waiters, so that a cancelled follower can remove its own.
+    let nextAsyncWaiterID = Atomic<UInt64>(0)
+    /// The `DURABLE` file followers in other processes sleep on (FORMAT.md §11); nil for
+    /// read-only opens, or when it could not be created (followers then poll).
+    let watermark: WatermarkFile?
 
     deinit {
         syncer?.stop()
@@ -262,6 +267,7 @@ public final class Log: Sendable {
                             writeBehindEnd: scanned.end))
         }
         let written = scan.nextLSN - 1
+        watermark = readOnly ? nil : WatermarkFile.openForWriter(directory: directory, logID: logID, durableLSN: written)
         syncEngine = Mutex(SyncEngine(ring: ring))
         durableWatermark = Atomic(readOnly ? scan.provenDurableLSN : written)
         state = SleepingLock(
@@ -359,7 +365,7 @@ public final class Log: Sendable {
         let segmentNames = names.compactMap { name in Format.segmentID(fromFileName: name).map { ($0, name) } }
             .sorted { $0.0 < $1.0 }
         guard segmentNames.isEmpty else { return segmentNames }
-        let others = names.filter { $0 != Format.lockFileName }
+        let others = names.filter { $0 != Format.lockFileName && $0 != Format.watermarkFileName }
         guard create else {
             let note = others.isEmpty ? "" : " (it holds \(others.count) other files)"
             throw LogError(.notALog, "no segment files in the directory\(note)", path: directory)

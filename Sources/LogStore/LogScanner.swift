@@ -195,7 +195,7 @@ struct LogScanner {
     }
 
     /// Why a checksum-independent check fails, or nil.
-    private static func structuralProblem(_ header: RecordHeader, at position: Int, in segment: Segment) -> String? {
+    static func structuralProblem(_ header: RecordHeader, at position: Int, in segment: Segment) -> String? {
         guard header.type == Format.recordTypeData || header.type == Format.recordTypeCloseMarker
             || header.type == Format.recordTypePadding,
             header.flags == 0, header.reserved == 0
