@@ -117,6 +117,9 @@ extension Log {
         waiter.continuation.resume(returning: .success(durableWatermark.load(ordering: .sequentiallyConsistent)))
     }
 
+    /// The watermark file, kept alive (mapped) by the caller's reference even if close drops it.
+    var watermark: WatermarkFile? { watermarkFile.withLock { $0 } }
+
     /// Asks the syncer thread for a sync covering `lsn`.
     private func postRequest(_ lsn: LSN) {
         var current = requestedLSN.load(ordering: .relaxed)

@@ -189,8 +189,9 @@ public final class Log: Sendable {
     /// Identifies async waiters, so that a cancelled follower can remove its own.
     let nextAsyncWaiterID = Atomic<UInt64>(0)
     /// The `DURABLE` file followers in other processes sleep on (FORMAT.md §11); nil for
-    /// read-only opens, or when it could not be created (followers then poll).
-    let watermark: WatermarkFile?
+    /// read-only opens, when it could not be created (followers then poll), and after close
+    /// (which must not leave a writable descriptor open). Read through `watermark`.
+    let watermarkFile: Mutex<WatermarkFile?>
 
     deinit {
         syncer?.stop()
@@ -267,7 +268,8 @@ public final class Log: Sendable {
                             writeBehindEnd: scanned.end))
         }
         let written = scan.nextLSN - 1
-        watermark = readOnly ? nil : WatermarkFile.openForWriter(directory: directory, logID: logID, durableLSN: written)
+        watermarkFile = Mutex(
+            readOnly ? nil : WatermarkFile.openForWriter(directory: directory, logID: logID, durableLSN: written))
         syncEngine = Mutex(SyncEngine(ring: ring))
         durableWatermark = Atomic(readOnly ? scan.provenDurableLSN : written)
         state = SleepingLock(
@@ -840,6 +842,7 @@ public final class Log: Sendable {
             syncCompleted.forEach { $0.notifyAll() }
             resumeAsyncWaiters()
             preparer?.discard()
+            watermarkFile.withLock { $0 = nil }
             // No installation may rename a file into the directory once another writer can own it.
             installQueue.sync {}
             syncEngine.withLock { engine in

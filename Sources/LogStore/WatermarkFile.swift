@@ -118,6 +118,12 @@ final class WatermarkFile: @unchecked Sendable {
     }
 }
 
+extension Log {
+    /// The name of the durable watermark file a writer keeps in the log directory for
+    /// followers (FORMAT.md §11). Part of the log's files, though never needed to read it.
+    public static let watermarkFileName = Format.watermarkFileName
+}
+
 extension Duration {
     /// The duration in whole nanoseconds, clamped to `Int64`.
     var nanoseconds: Int64 {

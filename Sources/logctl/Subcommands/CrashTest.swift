@@ -176,7 +176,7 @@ final class CrashTestResources: Sendable {
         guard !keep else { return }
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
         for name in names
-        where name == "LOCK" || name.hasSuffix(".seg") || name.hasSuffix(".seg.tmp") || Log.isSideFileName(name)
+        where name == "LOCK" || name == Log.watermarkFileName || name.hasSuffix(".seg") || name.hasSuffix(".seg.tmp") || Log.isSideFileName(name)
             || (name.hasSuffix(".partial") && Log.isSideFileName(String(name.dropLast(".partial".count))))
         {
             unlink(directory + "/" + name)
