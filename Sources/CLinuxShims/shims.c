@@ -4,7 +4,9 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/futex.h>
+#include <errno.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "CLinuxShims.h"
@@ -17,6 +19,10 @@ int64_t logstore_seek_data(int fd, int64_t offset) { return lseek(fd, offset, SE
 
 int64_t logstore_seek_hole(int fd, int64_t offset) { return lseek(fd, offset, SEEK_HOLE); }
 
+static long futex(const uint32_t *word, int op, uint32_t value, const struct timespec *timeout) {
+    return syscall(SYS_futex, word, op, value, timeout, NULL, 0);
+}
+
 uint32_t logstore_eventcount_prepare(logstore_eventcount *count) {
     return __atomic_load_n(&count->epoch, __ATOMIC_SEQ_CST);
 }
@@ -26,16 +32,63 @@ void logstore_eventcount_wait(logstore_eventcount *count, uint32_t epoch) {
     // the epoch before it reads the count (both sequentially consistent): either the notifier
     // sees this sleeper and wakes it, or the kernel sees the new epoch and does not sleep.
     __atomic_fetch_add(&count->sleepers, 1, __ATOMIC_SEQ_CST);
-    syscall(SYS_futex, &count->epoch, FUTEX_WAIT_PRIVATE, epoch, NULL, NULL, 0);
+    futex(&count->epoch, FUTEX_WAIT_PRIVATE, epoch, NULL);
     __atomic_fetch_sub(&count->sleepers, 1, __ATOMIC_SEQ_CST);
 }
 
 void logstore_eventcount_notify_all(logstore_eventcount *count) {
     __atomic_fetch_add(&count->epoch, 1, __ATOMIC_SEQ_CST);
     if (__atomic_load_n(&count->sleepers, __ATOMIC_SEQ_CST) > 0) {
-        syscall(SYS_futex, &count->epoch, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+        futex(&count->epoch, FUTEX_WAKE_PRIVATE, INT_MAX, NULL);
     }
 }
+
+uint32_t logstore_shared_epoch_load(const uint32_t *epoch) { return __atomic_load_n(epoch, __ATOMIC_SEQ_CST); }
+
+int logstore_shared_epoch_wait(const uint32_t *epoch, uint32_t expected, const uint32_t *stop,
+                               uint32_t stop_expected, int64_t timeout_ns) {
+    struct timespec relative = {.tv_sec = timeout_ns / 1000000000, .tv_nsec = timeout_ns % 1000000000};
+    long result;
+    if (epoch == NULL) {
+        result = futex(stop, FUTEX_WAIT_PRIVATE, stop_expected, &relative);
+    } else {
+        // futex_waitv(2) (Linux 5.16) sleeps on both words; its timeout is absolute.
+        struct futex_waitv waiters[2] = {
+            {.val = expected, .uaddr = (uintptr_t)epoch, .flags = FUTEX_32},
+            {.val = stop_expected, .uaddr = (uintptr_t)stop, .flags = FUTEX_32 | FUTEX_PRIVATE_FLAG},
+        };
+        struct timespec deadline;
+        clock_gettime(CLOCK_MONOTONIC, &deadline);
+        deadline.tv_sec += relative.tv_sec;
+        deadline.tv_nsec += relative.tv_nsec;
+        if (deadline.tv_nsec >= 1000000000) {
+            deadline.tv_sec += 1;
+            deadline.tv_nsec -= 1000000000;
+        }
+        result = syscall(SYS_futex_waitv, waiters, 2, 0, &deadline, CLOCK_MONOTONIC);
+        if (result == -1 && errno == ENOSYS) {
+            // Older kernels: the stop word is noticed at the timeout at the latest.
+            result = futex(epoch, FUTEX_WAIT, expected, &relative);
+        }
+    }
+    if (result >= 0) return 0;
+    return errno == EAGAIN || errno == EINTR ? 0 : errno;
+}
+
+void logstore_shared_epoch_notify_all(uint32_t *epoch) {
+    // No sleeper count: sleepers map the word read-only and cannot announce themselves.
+    __atomic_fetch_add(epoch, 1, __ATOMIC_SEQ_CST);
+    futex(epoch, FUTEX_WAKE, INT_MAX, NULL);
+}
+
+void logstore_private_word_notify_all(uint32_t *word) {
+    __atomic_fetch_add(word, 1, __ATOMIC_SEQ_CST);
+    futex(word, FUTEX_WAKE_PRIVATE, INT_MAX, NULL);
+}
+
+uint64_t logstore_shared_load_u64(const uint64_t *word) { return __atomic_load_n(word, __ATOMIC_SEQ_CST); }
+
+void logstore_shared_store_u64(uint64_t *word, uint64_t value) { __atomic_store_n(word, value, __ATOMIC_SEQ_CST); }
 
 void logstore_lock_acquire_contended(logstore_lock *lock) {
     // A short spin catches a holder that is running on the other CPU; beyond that the holder
@@ -53,10 +106,10 @@ void logstore_lock_acquire_contended(logstore_lock *lock) {
 #endif
     }
     while (__atomic_exchange_n(&lock->state, 2, __ATOMIC_ACQUIRE) != 0) {
-        syscall(SYS_futex, &lock->state, FUTEX_WAIT_PRIVATE, 2, NULL, NULL, 0);
+        futex(&lock->state, FUTEX_WAIT_PRIVATE, 2, NULL);
     }
 }
 
 void logstore_lock_wake_one(logstore_lock *lock) {
-    syscall(SYS_futex, &lock->state, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+    futex(&lock->state, FUTEX_WAKE_PRIVATE, 1, NULL);
 }

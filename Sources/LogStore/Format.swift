@@ -43,6 +43,16 @@
 //   written at alignDown(offset, 4096) of segment segmentID (records before offset, a padding
 //   record to the commit-alignment boundary, zeros), every byte after it is zeroed, and
 //   segments with id > segmentID go.  crc = CRC-32C(bytes 0..<60 ++ image).
+//
+// Durable watermark file `DURABLE` (FORMAT.md §12; a hint for live followers, never read by
+// recovery, never synced), one page, little-endian, shared-mapped by the writer:
+//
+//   0               8       12      16              24              32              40     4096
+//   +---------------+-------+-------+---------------+---------------+---------------+- zero -+
+//   | magic         |version| epoch | durableLSN    | logID.high    | logID.low     |        |
+//   +---------------+-------+-------+---------------+---------------+---------------+--------+
+//
+//   epoch: a futex word, +1 (wrapping) after each change of durableLSN; followers FUTEX_WAIT on it.
 
 /// Log sequence number: 1, 2, 3, … with no gaps. 0 means "none".
 public typealias LSN = UInt64
@@ -82,6 +92,18 @@ package enum Format {
     static let segmentFileExtension = "seg"
     static let temporaryFileExtension = "tmp"
     static let lockFileName = "LOCK"
+
+    /// The durable watermark file (FORMAT.md §12).
+    static let watermarkFileName = "DURABLE"
+    /// "LOGSTDUR" read as a little-endian UInt64.
+    static let watermarkMagic: UInt64 = 0x5255_4454_5347_4F4C
+    static let watermarkVersion: UInt32 = 1
+    static let watermarkFileSize = 4096
+    static let watermarkVersionOffset = 8
+    static let watermarkEpochOffset = 12
+    static let watermarkDurableLSNOffset = 16
+    static let watermarkLogIDHighOffset = 24
+    static let watermarkLogIDLowOffset = 32
 
     /// Side files (FORMAT.md §8.6): what recovery removed, kept for an operator. Their names
     /// never end in `.seg` or `.seg.tmp`, so no open mistakes them for segments.

@@ -24,6 +24,7 @@ final class WeakLog: @unchecked Sendable {
 
 /// A task waiting in `append(_:) async` or `commit() async`.
 struct AsyncWaiter: Sendable {
+    let id: UInt64
     let lsn: LSN
     /// Suffix truncations done when its record was appended (see `Log.truncationError`).
     let cutsSeen: Int
@@ -73,22 +74,60 @@ extension Log {
         if let removed = truncationError(lsn, cutsSeen: cutsSeen) { throw removed }
         if durable >= lsn { return durable }
         if refusing.load(ordering: .acquiring) { throw refusal() }
-        let result = await withCheckedContinuation { (continuation: CheckedContinuation<Result<LSN, LogError>, Never>) in
-            asyncWaiters.withLock { $0.append(AsyncWaiter(lsn: lsn, cutsSeen: cutsSeen, continuation: continuation)) }
-            asyncWaiterCount.add(1, ordering: .sequentiallyConsistent)
-            // A sync that finished between the check above and the registration did not see
-            // this waiter.
-            if durableWatermark.load(ordering: .sequentiallyConsistent) >= lsn
-                || refusing.load(ordering: .sequentiallyConsistent)
-                || suffixCutCount.load(ordering: .sequentiallyConsistent) != cutsSeen
-            {
-                resumeAsyncWaiters()
-            } else {
-                postRequest(lsn)
-            }
+        let id = nextAsyncWaiterID.add(1, ordering: .relaxed).newValue
+        let result = await withCheckedContinuation { continuation in
+            let waiter = AsyncWaiter(id: id, lsn: lsn, cutsSeen: cutsSeen, continuation: continuation)
+            if !registerAsyncWaiter(waiter) { postRequest(lsn) }
         }
         return try result.get()
     }
+
+    /// Suspends until `lsn` is durable or the log refuses writes, like `awaitDurable`, but
+    /// without asking for a sync: a follower waits for the writer's own commits. Nil when the
+    /// task was cancelled.
+    func awaitDurableWithoutSyncing(_ lsn: LSN) async -> Result<LSN, LogError>? {
+        let id = nextAsyncWaiterID.add(1, ordering: .relaxed).newValue
+        let result = await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                let cuts = suffixCutCount.load(ordering: .sequentiallyConsistent)
+                _ = registerAsyncWaiter(AsyncWaiter(id: id, lsn: lsn, cutsSeen: cuts, continuation: continuation))
+                // A cancellation before the registration found nothing to remove.
+                if Task.isCancelled { cancelAsyncWaiter(id) }
+            }
+        } onCancel: {
+            cancelAsyncWaiter(id)
+        }
+        return Task.isCancelled ? nil : result
+    }
+
+    /// Adds `waiter` and returns whether it was resumed at once (its LSN durable, or the log
+    /// refusing writes).
+    private func registerAsyncWaiter(_ waiter: AsyncWaiter) -> Bool {
+        asyncWaiters.withLock { $0.append(waiter) }
+        asyncWaiterCount.add(1, ordering: .sequentiallyConsistent)
+        // A sync that finished between the caller's check and the registration did not see
+        // this waiter.
+        guard durableWatermark.load(ordering: .sequentiallyConsistent) >= waiter.lsn
+            || refusing.load(ordering: .sequentiallyConsistent)
+            || suffixCutCount.load(ordering: .sequentiallyConsistent) != waiter.cutsSeen
+        else { return false }
+        resumeAsyncWaiters()
+        return true
+    }
+
+    /// Resumes the waiter `id`, if it still waits, with the durable LSN of now.
+    private func cancelAsyncWaiter(_ id: UInt64) {
+        let waiter = asyncWaiters.withLock { waiters -> AsyncWaiter? in
+            guard let index = waiters.firstIndex(where: { $0.id == id }) else { return nil }
+            return waiters.remove(at: index)
+        }
+        guard let waiter else { return }
+        asyncWaiterCount.subtract(1, ordering: .sequentiallyConsistent)
+        waiter.continuation.resume(returning: .success(durableWatermark.load(ordering: .sequentiallyConsistent)))
+    }
+
+    /// The watermark file, kept alive (mapped) by the caller's reference even if close drops it.
+    var watermark: WatermarkFile? { watermarkFile.withLock { $0 } }
 
     /// Asks the syncer thread for a sync covering `lsn`.
     private func postRequest(_ lsn: LSN) {
@@ -175,8 +214,10 @@ extension Log {
         }
     }
 
-    /// Wakes the callers a finished sync covered (everyone, when the log started refusing).
+    /// Wakes the callers a finished sync covered (everyone, when the log started refusing),
+    /// followers in other processes first.
     func announce(_ finished: UInt64?) {
+        watermark?.notifyFollowers()
         if let finished, !refusing.load(ordering: .acquiring) {
             syncCompleted[Int(finished & 1)].notifyAll()
         } else {
@@ -213,7 +254,7 @@ extension Log {
                 result = .success(durable)
             } else {
                 // A truncation since its append left its record in place: it waits on.
-                stillWaiting.append(AsyncWaiter(lsn: waiter.lsn, cutsSeen: cuts, continuation: waiter.continuation))
+                stillWaiting.append(AsyncWaiter(id: waiter.id, lsn: waiter.lsn, cutsSeen: cuts, continuation: waiter.continuation))
                 continue
             }
             waiter.continuation.resume(returning: result)
@@ -289,6 +330,8 @@ extension Log {
             state.durableLSN = max(state.durableLSN, target)
             durableWatermark.store(state.durableLSN, ordering: .sequentiallyConsistent)
         }
+        // Syncs run one at a time, so the published LSN only grows; `announce` wakes followers.
+        watermark?.publish(target)
         return number
     }
 

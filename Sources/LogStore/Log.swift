@@ -198,6 +198,12 @@ public final class Log: Sendable {
     let truncationLock = Mutex<Void>(())
     /// Applies `options.retention` in the background (nil when it keeps everything).
     let retentionWorker: RetentionWorker?
+    /// Identifies async waiters, so that a cancelled follower can remove its own.
+    let nextAsyncWaiterID = Atomic<UInt64>(0)
+    /// The `DURABLE` file followers in other processes sleep on (FORMAT.md §12); nil for
+    /// read-only opens, when it could not be created (followers then poll), and after close
+    /// (which must not leave a writable descriptor open). Read through `watermark`.
+    let watermarkFile: Mutex<WatermarkFile?>
 
     deinit {
         syncer?.stop()
@@ -298,6 +304,8 @@ public final class Log: Sendable {
                             writeBehindEnd: scanned.end))
         }
         let written = scan.nextLSN - 1
+        watermarkFile = Mutex(
+            readOnly ? nil : WatermarkFile.openForWriter(directory: directory, logID: logID, durableLSN: written))
         syncEngine = Mutex(SyncEngine(ring: ring))
         durableWatermark = Atomic(readOnly ? scan.provenDurableLSN : written)
         state = SleepingLock(
@@ -398,7 +406,7 @@ public final class Log: Sendable {
         let segmentNames = names.compactMap { name in Format.segmentID(fromFileName: name).map { ($0, name) } }
             .sorted { $0.0 < $1.0 }
         guard segmentNames.isEmpty else { return segmentNames }
-        let others = names.filter { $0 != Format.lockFileName }
+        let others = names.filter { $0 != Format.lockFileName && $0 != Format.watermarkFileName }
         guard create else {
             let note = others.isEmpty ? "" : " (it holds \(others.count) other files)"
             throw LogError(.notALog, "no segment files in the directory\(note)", path: directory)
@@ -899,6 +907,7 @@ public final class Log: Sendable {
             syncCompleted.forEach { $0.notifyAll() }
             resumeAsyncWaiters()
             preparer?.discard()
+            watermarkFile.withLock { $0 = nil }
             // No installation may rename a file into the directory once another writer can own it.
             installQueue.sync {}
             syncEngine.withLock { engine in

@@ -76,6 +76,13 @@ struct OwnedDescriptor: ~Copyable {
         return Int(info.st_size)
     }
 
+    /// `fstat(2)`: the file's inode number.
+    func inode() throws(Errno) -> UInt64 {
+        var info = stat()
+        _ = try retryingInterrupts { Glibc.fstat(raw.rawValue, &info) }
+        return UInt64(info.st_ino)
+    }
+
     /// `pread(2)` until `buffer` is full or end of file; returns the bytes read.
     func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int) throws(Errno) -> Int {
         var done = 0
@@ -188,6 +195,13 @@ enum FileSystem {
         var info = stat()
         _ = try retryingInterrupts { stat(path, &info) as Int32 }
         return (info.st_mode & S_IFMT) == S_IFDIR
+    }
+
+    /// `stat(2)`: the inode number of the file `path` names.
+    static func inode(_ path: String) throws(Errno) -> UInt64 {
+        var info = stat()
+        _ = try retryingInterrupts { stat(path, &info) as Int32 }
+        return UInt64(info.st_ino)
     }
 
     /// `opendir(3)`/`readdir(3)`: the names in a directory, without "." and "..".

@@ -709,8 +709,9 @@ struct FlipOpener {
         default: (refusedCode, refusedOffset) = (nil, 0)
         }
         // An earlier flip's successful open may have preserved what it dropped in side files
-        // (FORMAT.md §8.6); each open starts from the bare log.
+        // (FORMAT.md §8.6) and left its watermark file (§11); each open starts from the bare log.
         for name in (try? Log.sideFiles(in: directory.path)) ?? [] { try? FileSystem.unlink(directory.path + "/" + name) }
+        try? FileSystem.unlink(directory.path + "/" + Format.watermarkFileName)
         let opened: Log
         do {
             opened = try Log.open(directory.path, options: options(recovery: mode, sync: .none))

@@ -31,10 +31,12 @@ struct Settings {
     var bulk = 1_000_000
     var crcBytes = 4 << 30
     var dir = "/tmp"
-    var sections: Set<String> = ["serial", "bulk", "crc", "prealloc", "folio", "recovery", "concurrent"]
+    var sections: Set<String> = ["serial", "bulk", "crc", "prealloc", "folio", "recovery", "concurrent", "tail"]
     var writers = [1, 4, 16, 64]
     var modes: [Log.SyncMode] = [.msync, .uring, .fdatasync]
     var seconds = 2.0
+    var tailRecords = 2_000
+    var tailGapMicroseconds: UInt32 = 1_000
 }
 
 nonisolated(unsafe) var settings = Settings()  // written once, before anything runs
@@ -54,11 +56,16 @@ do {
         case "--writers": settings.writers = value(arg).split(separator: ",").map { Int($0)! }
         case "--modes": settings.modes = value(arg).split(separator: ",").map { Log.SyncMode(rawValue: String($0))! }
         case "--seconds": settings.seconds = Double(value(arg))!
+        case "--tail-reader":
+            let directory = value(arg)
+            do { try runTailReader(directory: directory, count: Int(value(arg))!) } catch { fatalError("\(error)") }
+        case "--tail-records": settings.tailRecords = Int(value(arg))!
+        case "--tail-gap-us": settings.tailGapMicroseconds = UInt32(value(arg))!
         case "--only": settings.sections = Set(value(arg).split(separator: ",").map(String.init))
         case "-h", "--help":
             say("usage: LogStoreMeasure [--reps N] [--records N] [--bulk N] [--crc-bytes N] [--dir PATH] "
-                + "[--only serial,bulk,crc,prealloc,folio,recovery,concurrent] [--writers 1,4,16,64] "
-                + "[--modes msync,uring,fdatasync] [--seconds S]")
+                + "[--only serial,bulk,crc,prealloc,folio,recovery,concurrent,tail] [--writers 1,4,16,64] "
+                + "[--modes msync,uring,fdatasync] [--seconds S] [--tail-records N] [--tail-gap-us N]")
             exit(0)
         default: fatalError("unknown argument \(arg)")
         }
@@ -529,6 +536,34 @@ if settings.sections.contains("concurrent") {
             summary.append("| \(mode.rawValue) | \(writers) | \(grouped(Bench.median(rs.map(\.0)))) | "
                 + "\(fmt(Bench.median(rs.map(\.1)))) | \(fmt(Bench.median(rs.map(\.2)))) |")
         }
+    }
+    summary.append("")
+}
+
+// Tail latency to a follower in another process (LogFollower, woken through DURABLE).
+if settings.sections.contains("tail") {
+    say("\n== tail: \(settings.tailRecords) x (append 128 B + commit), \(settings.tailGapMicroseconds) us apart, "
+        + "followed by another process ==")
+    var results: [String: [TailResult]] = [:]
+    for rep in 0..<settings.reps {
+        for mode in rotated(settings.modes, by: rep) {
+            let r = try runTailLatency(count: settings.tailRecords, gapMicroseconds: settings.tailGapMicroseconds, mode: mode)
+            results[mode.rawValue, default: []].append(r)
+            say("rep \(rep + 1) \(mode.rawValue): durable->reader p50 \(fmt(r.p50)) us, p99 \(fmt(r.p99)) us, "
+                + "max \(fmt(r.max)) us; append->reader p50 \(fmt(r.appendP50)) us, p99 \(fmt(r.appendP99)) us; "
+                + "append+commit p50 \(fmt(r.commitP50)) us")
+        }
+    }
+    summary.append("Tail latency to a LogFollower in another process (arrival minus the return of commit(); "
+        + "negative: it arrived first):")
+    summary.append("")
+    summary.append("| Mode | durable->reader p50 us | p99 us | max us | append->reader p50 us | p99 us | append+commit p50 us |")
+    summary.append("|---|---:|---:|---:|---:|---:|---:|")
+    for mode in settings.modes {
+        let rs = results[mode.rawValue]!
+        summary.append("| \(mode.rawValue) | \(fmt(Bench.median(rs.map(\.p50)))) | \(fmt(Bench.median(rs.map(\.p99)))) | "
+            + "\(fmt(Bench.median(rs.map(\.max)))) | \(fmt(Bench.median(rs.map(\.appendP50)))) | "
+            + "\(fmt(Bench.median(rs.map(\.appendP99)))) | \(fmt(Bench.median(rs.map(\.commitP50)))) |")
     }
     summary.append("")
 }

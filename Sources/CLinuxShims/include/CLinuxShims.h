@@ -32,6 +32,33 @@ void logstore_eventcount_wait(logstore_eventcount *count, uint32_t epoch);
 /// Bumps the epoch and, if anyone sleeps, futex(2) FUTEX_WAKE_PRIVATE for all of them.
 void logstore_eventcount_notify_all(logstore_eventcount *count);
 
+/// The event count's epoch alone, in a page shared between processes (the log directory's
+/// `DURABLE` file, FORMAT.md §11): the writer bumps it after each completed sync, followers in
+/// other processes sleep on it. Readers map the page read-only, so, unlike
+/// `logstore_eventcount`, no sleeper count: every notify makes the futex(2) call (plain
+/// FUTEX_WAIT/FUTEX_WAKE, not the _PRIVATE ones, which only match within one process).
+
+/// Sequentially consistent load of the epoch; pass the value to `logstore_shared_epoch_wait`.
+uint32_t logstore_shared_epoch_load(const uint32_t *epoch);
+
+/// Sleeps for at most `timeout_ns` unless the shared `epoch` differs from `expected` or the
+/// process-private `stop` word differs from `stop_expected`: futex_waitv(2) on both (on kernels
+/// before 5.16, FUTEX_WAIT on `epoch` alone, so a stop waits for the timeout). `epoch` may be
+/// NULL: then FUTEX_WAIT_PRIVATE on `stop`. Returns 0 when woken, when a word had moved, or on a
+/// signal (callers re-check), ETIMEDOUT, or another errno (EFAULT: the page is no longer backed).
+int logstore_shared_epoch_wait(const uint32_t *epoch, uint32_t expected, const uint32_t *stop,
+                               uint32_t stop_expected, int64_t timeout_ns);
+
+/// Bumps the epoch, then futex(2) FUTEX_WAKE for every sleeper in any process.
+void logstore_shared_epoch_notify_all(uint32_t *epoch);
+
+/// Bumps a process-private word, then futex(2) FUTEX_WAKE_PRIVATE for every sleeper on it.
+void logstore_private_word_notify_all(uint32_t *word);
+
+/// Sequentially consistent 64-bit load and store, for words of a shared page.
+uint64_t logstore_shared_load_u64(const uint64_t *word);
+void logstore_shared_store_u64(uint64_t *word, uint64_t value);
+
 /// A futex-based lock (Drepper's "Futexes Are Tricky", mutex 2): 0 free, 1 held, 2 held with
 /// sleepers. Unlike Swift's Mutex it spins only briefly before futex(2) FUTEX_WAIT, and its
 /// uncontended paths are one atomic instruction inlined into the caller.

@@ -310,7 +310,7 @@ final class CrashTestResources: Sendable {
     private func removeLog(_ directory: String) {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
         for name in names {
-            if name == "LOCK" || name.hasSuffix(".seg") || name.hasSuffix(".seg.tmp") || Log.isSideFileName(name)
+            if name == "LOCK" || name == Log.watermarkFileName || name.hasSuffix(".seg") || name.hasSuffix(".seg.tmp") || Log.isSideFileName(name)
                 || (name.hasSuffix(".partial") && Log.isSideFileName(String(name.dropLast(".partial".count))))
             {
                 unlink(directory + "/" + name)

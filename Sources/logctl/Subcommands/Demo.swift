@@ -136,7 +136,7 @@ extension LogCtl {
         static func prepare(_ directory: String) throws {
             let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
             let foreign = names.filter {
-                !$0.hasSuffix(".seg") && !$0.hasSuffix(".seg.tmp") && $0 != "LOCK" && !Log.isSideFileName($0)
+                !$0.hasSuffix(".seg") && !$0.hasSuffix(".seg.tmp") && $0 != "LOCK" && $0 != Log.watermarkFileName && !Log.isSideFileName($0)
                     && !($0.hasSuffix(".partial") && Log.isSideFileName(String($0.dropLast(".partial".count))))
             }
             guard foreign.isEmpty else {

@@ -1,0 +1,71 @@
+extension Log {
+    /// The records from `start` on (default: `firstLSN`; an earlier LSN starts there too), each
+    /// yielded only once it is durable — covered by a completed sync, `lsn <= durableLSN` —
+    /// never when it is merely appended. A tail of the log inside the writing process.
+    ///
+    /// Waiting costs no thread: the iterator suspends until a sync covering its next record
+    /// completes, and the log's syncer (or the committing caller) resumes it, as it resumes
+    /// `commit() async` callers. It never asks for a sync itself: records appended but never
+    /// committed are never yielded.
+    ///
+    /// - The sequence ends (`next()` returns nil) when the log is closed, at the first record
+    ///   not yet yielded then, even if it was durable (read the rest after reopening, or with a
+    ///   `LogFollower`); and when the task is cancelled.
+    /// - When the log is poisoned by a failed sync, it yields the records that were durable
+    ///   before the failure, then throws the `poisoned` error.
+    /// - With `SyncMode.none` nothing becomes durable after the log is opened: the sequence
+    ///   yields the records recovered at open and then waits until the log is closed or the
+    ///   task is cancelled.
+    /// - Records removed by truncation before they are yielded make it throw `lsnOutOfRange`.
+    ///
+    /// To follow a log another process writes, use `LogFollower`.
+    public func durableRecords(from start: LSN? = nil) -> DurableRecords {
+        DurableRecords(log: self, start: start)
+    }
+
+    /// See `Log.durableRecords(from:)`.
+    public struct DurableRecords: AsyncSequence, Sendable {
+        public typealias Element = Record
+        public typealias Failure = LogError
+
+        let log: Log
+        let start: LSN?
+
+        public func makeAsyncIterator() -> Iterator { Iterator(log: log, nextLSN: Swift.max(start ?? 0, log.firstLSN)) }
+
+        public struct Iterator: AsyncIteratorProtocol {
+            public typealias Element = Record
+            public typealias Failure = LogError
+
+            let log: Log
+            /// The LSN this iterator yields next.
+            public private(set) var nextLSN: LSN
+
+            public mutating func next() async throws(LogError) -> Record? { try await next(isolation: nil) }
+
+            public mutating func next(isolation actor: isolated (any Actor)?) async throws(LogError) -> Record? {
+                while !Task.isCancelled {
+                    if nextLSN <= log.durableLSN {
+                        let record: Record
+                        do { record = try log.record(nextLSN) } catch {
+                            if error.code == .closed { return nil }
+                            throw error
+                        }
+                        nextLSN += 1
+                        return record
+                    }
+                    if log.refusing.load(ordering: .acquiring) {
+                        do { try log.state.withLock { (state) throws(LogError) in try state.checkUsable() } } catch {
+                            if error.code == .closed { return nil }
+                            throw error
+                        }
+                    }
+                    // Resumed by the sync that makes `nextLSN` durable, or by close or a failure,
+                    // which the loop then tells apart.
+                    guard await log.awaitDurableWithoutSyncing(nextLSN) != nil else { return nil }
+                }
+                return nil
+            }
+        }
+    }
+}

@@ -1,0 +1,215 @@
+/// Where a `LogFollower` is in the log and what it knows is durable: a read-only walk over the
+/// segment files, one mapped at a time, that never passes the durable LSN.
+struct FollowerPosition {
+    /// What a follower that found nothing sleeps on: the watermark's epoch, read before the
+    /// durable LSN it checked (nil watermark: poll).
+    struct Wait {
+        let watermark: WatermarkFile?
+        let epoch: UInt32
+    }
+
+    /// What a segment holds at an offset, for a reader expecting a given LSN there.
+    enum Slot {
+        case data(RecordHeader)
+        /// A close marker or padding record: consumes no LSN.
+        case marker(RecordHeader)
+        /// Zeros, or no room for a record header.
+        case end
+        case invalid(String)
+    }
+
+    /// The look-ahead of a follower without a watermark file: parses past the position for the
+    /// durable LSNs that records and segment headers claim (FORMAT.md §8.2).
+    struct ClaimScan {
+        var segment: Segment
+        var offset: Int
+        var nextLSN: LSN
+        var proven: LSN
+        /// The last record parsed and its CRC: if it changed, a writer's recovery rewrote the
+        /// tail and the scan starts again from the position.
+        var last: (offset: Int, crc: UInt32)?
+    }
+
+    let directory: String
+    let logID: LogID
+    /// The segment holding the next record, mapped read-only.
+    var segment: Segment
+    var offset = Format.segmentHeaderSize
+    /// The LSN of the next data record at `offset`.
+    var position: LSN
+    /// Records before this LSN are skipped, not returned.
+    let startLSN: LSN
+    /// The highest LSN returned.
+    var returned: LSN = 0
+    var durableLSN: LSN = 0
+    var watermark: WatermarkFile?
+    var watermarkCheckedAt: ContinuousClock.Instant?
+    var claims: ClaimScan
+
+    init(directory: String, logID: LogID, segment: Segment, startLSN: LSN) {
+        self.directory = directory
+        self.logID = logID
+        self.segment = segment
+        self.startLSN = startLSN
+        position = segment.header.baseLSN
+        claims = ClaimScan(
+            segment: segment, offset: Format.segmentHeaderSize, nextLSN: segment.header.baseLSN,
+            proven: segment.header.durableLSN)
+        watermark = WatermarkFile.openForFollower(directory: directory, logID: logID)
+        watermarkCheckedAt = .now
+    }
+
+    /// The LSN the next returned record will have.
+    var nextLSN: LSN { max(position, startLSN) }
+
+    /// The next durable record, or nil and what to sleep on until there may be one.
+    mutating func nextRecord(options: LogFollower.Options) throws(LogError) -> (record: Log.Record?, wait: Wait) {
+        refreshWatermark(options)
+        // The epoch is read before the durable LSN: a sync published after this read moves it,
+        // and the wait returns at once.
+        let wait = Wait(watermark: watermark, epoch: watermark?.epoch ?? 0)
+        if let watermark {
+            durableLSN = watermark.durableLSN
+            if durableLSN < returned {
+                throw LogError(
+                    .lsnOutOfRange,
+                    "the log's durable LSN went back to \(durableLSN), below LSN \(returned) this follower already "
+                        + "returned: a writer's recovery dropped records that were durable", path: directory,
+                    lsn: returned)
+            }
+        } else if position > claims.proven {
+            durableLSN = try advanceClaims()
+        }
+        while position <= durableLSN {
+            let slot = Self.slot(segment, at: offset, expecting: position)
+            switch slot {
+            case .data(let header):
+                let record = Log.Record(
+                    lsn: position, segment: segment.name, offset: offset,
+                    payload: Array(UnsafeRawBufferPointer(
+                        start: segment.base + offset + Format.recordHeaderSize, count: Int(header.length))))
+                offset += header.footprint
+                position += 1
+                if record.lsn >= startLSN {
+                    returned = record.lsn
+                    return (record, wait)
+                }
+            case .marker(let header):
+                offset += header.footprint
+            case .end, .invalid:
+                if let next = try openSegment(after: segment, startingAt: position) {
+                    segment = next
+                    offset = Format.segmentHeaderSize
+                    continue
+                }
+                if case .invalid(let reason) = slot {
+                    throw LogError(
+                        .corruption, "\(reason), yet LSN \(position) is durable", path: segment.path,
+                        offset: UInt64(offset), lsn: position)
+                }
+                return (nil, wait)
+            }
+        }
+        return (nil, wait)
+    }
+
+    /// Maps the `DURABLE` file when it appears, and checks (once per `watermarkTimeout`) that
+    /// the one mapped is still in place.
+    private mutating func refreshWatermark(_ options: LogFollower.Options) {
+        let now = ContinuousClock.now
+        let interval = watermark == nil ? options.pollInterval : options.watermarkTimeout
+        if let checked = watermarkCheckedAt, now - checked < interval { return }
+        watermarkCheckedAt = now
+        if let watermark, watermark.isStillInPlace { return }
+        watermark = WatermarkFile.openForFollower(directory: directory, logID: logID)
+    }
+
+    /// Forgets the watermark file (its page went away); the next call looks for it again.
+    mutating func dropWatermark() {
+        watermark = nil
+        watermarkCheckedAt = nil
+    }
+
+    /// Parses ahead for durable claims and returns the highest LSN they prove durable.
+    private mutating func advanceClaims() throws(LogError) -> LSN {
+        if let last = claims.last,
+            RecordHeader.load(from: claims.segment.base + last.offset).crc != last.crc
+        {
+            claims.segment = segment
+            claims.offset = offset
+            claims.nextLSN = position
+            claims.last = nil
+        }
+        scan: while true {
+            switch Self.slot(claims.segment, at: claims.offset, expecting: claims.nextLSN) {
+            case .data(let header):
+                claims.proven = max(claims.proven, header.durableLSN)
+                claims.last = (claims.offset, header.crc)
+                claims.offset += header.footprint
+                claims.nextLSN += 1
+            case .marker(let header):
+                claims.proven = max(claims.proven, header.durableLSN)
+                // A close marker proves every record before it durable.
+                if header.type == Format.recordTypeCloseMarker { claims.proven = max(claims.proven, header.lsn) }
+                claims.last = (claims.offset, header.crc)
+                claims.offset += header.footprint
+            case .end, .invalid:
+                // A segment that chains on proves nothing more in this one can come.
+                guard let next = try? openSegment(after: claims.segment, startingAt: claims.nextLSN) else { break scan }
+                claims.proven = max(claims.proven, next.header.durableLSN)
+                claims.segment = next
+                claims.offset = Format.segmentHeaderSize
+                claims.last = nil
+            }
+        }
+        return min(claims.proven, claims.nextLSN - 1)
+    }
+
+    /// The segment after `segment` if it exists and chains on at `lsn`. Throws `lsnOutOfRange`
+    /// when it was removed (retention) and a later one starts past `lsn`.
+    private func openSegment(after segment: Segment, startingAt lsn: LSN) throws(LogError) -> Segment? {
+        let next: Segment
+        do {
+            next = try Segment.open(directory: directory, name: Format.segmentFileName(id: segment.id + 1), writable: false)
+        } catch {
+            guard error.code == .notFound else { throw error }
+            guard let (_, name) = try Self.segmentFiles(directory).first(where: { $0.0 > segment.id }),
+                let later = try? Segment.open(directory: directory, name: name, writable: false),
+                later.header.logID == logID, later.header.baseLSN > lsn
+            else { return nil }
+            throw LogError(
+                .lsnOutOfRange,
+                "records \(lsn)..<\(later.header.baseLSN) were removed from the log before this follower read them",
+                path: directory, lsn: lsn)
+        }
+        guard next.header.logID == logID, next.size == segment.size, next.header.baseLSN == lsn else { return nil }
+        return next
+    }
+
+    /// What `segment` holds at `offset` for a reader expecting LSN `lsn` there.
+    static func slot(_ segment: Segment, at offset: Int, expecting lsn: LSN) -> Slot {
+        guard offset + Format.recordHeaderSize <= segment.readableLength else { return .end }
+        let pointer = segment.base + offset
+        if RecordHeader.isAllZero(pointer) { return .end }
+        let header = RecordHeader.load(from: pointer)
+        if let problem = LogScanner.structuralProblem(header, at: offset, in: segment) { return .invalid(problem) }
+        guard RecordHeader.checksum(recordAt: pointer, payloadLength: Int(header.length), saltCRC: segment.saltCRC)
+            == header.crc
+        else { return .invalid("checksum mismatch") }
+        if header.type == Format.recordTypeData {
+            return header.lsn == lsn ? .data(header) : .invalid("record has LSN \(header.lsn) where \(lsn) was expected")
+        }
+        return header.lsn == lsn &- 1 ? .marker(header) : .invalid("marker for LSN \(header.lsn) where \(lsn &- 1) was expected")
+    }
+
+    /// The segment files of `directory` as (id, name), oldest first.
+    static func segmentFiles(_ directory: String) throws(LogError) -> [(UInt64, String)] {
+        do {
+            return try FileSystem.listDirectory(directory)
+                .compactMap { name in Format.segmentID(fromFileName: name).map { ($0, name) } }
+                .sorted { $0.0 < $1.0 }
+        } catch {
+            throw LogError.system(error, "cannot list the log directory", path: directory)
+        }
+    }
+}

@@ -1,0 +1,245 @@
+import Foundation
+@testable import LogStore
+import Synchronization
+import Testing
+
+/// `LogFollower`: a read-only reader following a log that another process writes. It returns
+/// every durable record exactly once and in order, nothing beyond the durable LSN, across
+/// segment rolls, writer restarts and removed segments, and never writes a byte.
+@Suite struct LogFollowerTests {
+    /// The logctl binary built beside the test bundle (or $LOGCTL).
+    static let logctlPath: String = {
+        if let path = ProcessInfo.processInfo.environment["LOGCTL"] { return path }
+        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        return URL(fileURLWithPath: exe).deletingLastPathComponent().appendingPathComponent("logctl").path
+    }()
+
+    /// `logctl append` running in its own process, fed lines on stdin; reports the LSNs it
+    /// printed (each one durable).
+    final class ChildWriter: @unchecked Sendable {
+        let process = Process()
+        let input = Pipe()
+        let output = Pipe()
+        private let printed = Mutex<(lines: [LSN], partial: [UInt8])>(([], []))
+
+        init(_ directory: String, batch: Int) throws {
+            process.executableURL = URL(fileURLWithPath: LogFollowerTests.logctlPath)
+            process.arguments = ["append", directory, "--create", "--segment-size", "1MiB", "--batch", String(batch)]
+            process.standardInput = input
+            process.standardOutput = output
+            process.standardError = FileHandle.nullDevice
+            output.fileHandleForReading.readabilityHandler = { [self] handle in
+                let data = handle.availableData
+                printed.withLock { state in
+                    state.partial += data
+                    while let newline = state.partial.firstIndex(of: UInt8(ascii: "\n")) {
+                        state.lines.append(LSN(String(decoding: state.partial[..<newline], as: UTF8.self))!)
+                        state.partial.removeSubrange(...newline)
+                    }
+                }
+            }
+            try process.run()
+        }
+
+        func write(_ lines: [String]) {
+            input.fileHandleForWriting.write(Data((lines.joined(separator: "\n") + "\n").utf8))
+        }
+
+        var lastPrinted: LSN { printed.withLock { $0.lines.last ?? 0 } }
+
+        func waitUntilPrinted(_ lsn: LSN) {
+            while lastPrinted < lsn, process.isRunning { usleep(1_000) }
+        }
+
+        func finish() {
+            try? input.fileHandleForWriting.close()
+            process.waitUntilExit()
+            output.fileHandleForReading.readabilityHandler = nil
+        }
+
+        func kill() {
+            Foundation.kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+            output.fileHandleForReading.readabilityHandler = nil
+        }
+    }
+
+    static func line(_ index: Int) -> String {
+        "record \(index) " + String(repeating: Character(UnicodeScalar(UInt8(97 + index % 26))), count: 100 + index % 200)
+    }
+
+    /// Collects `count` records from `follower.records` on a task.
+    static func collect(_ follower: LogFollower, count: Int) -> Task<[Log.Record], any Error> {
+        Task {
+            var records: [Log.Record] = []
+            for try await record in follower.records {
+                records.append(record)
+                if records.count == count { break }
+            }
+            return records
+        }
+    }
+
+    @Test func followsAWriterInAnotherProcessAcrossSegmentRolls() async throws {
+        let directory = TemporaryDirectory("follow-child")
+        let count = 15_000
+        let writer = try ChildWriter(directory.path, batch: 50)
+        writer.write((0..<50).map(Self.line))
+        writer.waitUntilPrinted(50)
+        let follower = try LogFollower(directory.path)
+        #expect(follower.isFollowingWatermark)
+        let collected = Self.collect(follower, count: count)
+        for start in stride(from: 50, to: count, by: 1_000) {
+            writer.write((start..<min(start + 1_000, count)).map(Self.line))
+        }
+        writer.finish()
+        let records = try await collected.value
+        #expect(records.map(\.lsn) == Array(1...LSN(count)))
+        #expect(records.map { String(decoding: $0.payload, as: UTF8.self) } == (0..<count).map(Self.line))
+        #expect(Set(records.map(\.segment)).count >= 3, "the records should span several segment rolls")
+        #expect(try follower.nextIfAvailable() == nil)
+    }
+
+    @Test func survivesTheWriterBeingKilledAndANewWriterReopening() async throws {
+        let directory = TemporaryDirectory("follow-restart")
+        let first = try ChildWriter(directory.path, batch: 10)
+        first.write((0..<3_000).map(Self.line))
+        first.waitUntilPrinted(3_000)
+        let follower = try LogFollower(directory.path)
+        let collected = Self.collect(follower, count: 8_000)
+        first.kill()
+        let second = try ChildWriter(directory.path, batch: 10)
+        second.write((3_000..<8_000).map(Self.line))
+        second.finish()
+        let records = try await collected.value
+        #expect(records.map(\.lsn) == Array(1...8_000))
+        #expect(records.map { String(decoding: $0.payload, as: UTF8.self) } == (0..<8_000).map(Self.line))
+    }
+
+    /// A writer in this process: the follower must not return anything past `durableLSN`, even
+    /// with records appended (and visible in the mapping) but not committed.
+    @Test func neverReturnsARecordBeyondTheDurableLSN() throws {
+        let directory = TemporaryDirectory("follow-durable")
+        let log = try Log.open(directory.path, options: options())
+        let follower = try LogFollower(directory.path)
+        var returned: [Log.Record] = []
+        func drain() throws {
+            while let record = try follower.nextIfAvailable() {
+                #expect(record.lsn <= log.durableLSN, "LSN \(record.lsn) returned, durable is \(log.durableLSN)")
+                returned.append(record)
+            }
+        }
+        var expected: [[UInt8]] = []
+        for round in 0..<60 {
+            for index in 0..<50 {
+                expected.append(payload(round * 50 + index, maxLength: 1_000))
+                try log.append(expected.last!)
+            }
+            try drain()
+            #expect(returned.count == round * 50, "uncommitted records returned in round \(round)")
+            try log.commit()
+            try drain()
+            #expect(returned.count == (round + 1) * 50)
+        }
+        #expect(log.segments.count > 1)
+        #expect(returned.map(\.payload) == expected)
+        #expect(returned.map(\.lsn) == Array(1...3_000))
+        try log.close()
+    }
+
+    /// Without a `DURABLE` file the follower polls and returns what the log proves durable:
+    /// records that a later record's durable claim covers, everything after a clean close.
+    @Test func withoutAWatermarkFileReturnsWhatTheLogProvesDurable() throws {
+        let directory = TemporaryDirectory("follow-poll")
+        let log = try Log.open(directory.path, options: options())
+        try FileSystem.unlink(directory.child(Format.watermarkFileName))
+        for index in 0..<10 { try log.append(payload(index)) }
+        try log.commit()
+        let follower = try LogFollower(directory.path, options: .init(pollInterval: .milliseconds(1)))
+        #expect(!follower.isFollowingWatermark)
+        #expect(try follower.nextIfAvailable() == nil, "nothing proves records 1...10 durable yet")
+        for index in 10..<20 { try log.append(payload(index)) }
+        try log.commit()
+        var lsns: [LSN] = []
+        while let record = try follower.nextIfAvailable() { lsns.append(record.lsn) }
+        #expect(lsns == Array(1...10), "records 11...20 claim 1...10 durable, nothing claims them")
+        try log.close()
+        usleep(2_000)
+        while let record = try follower.nextIfAvailable() { lsns.append(record.lsn) }
+        #expect(lsns == Array(1...20), "the close marker proves every record durable")
+    }
+
+    @Test func followingWritesNothing() throws {
+        let directory = TemporaryDirectory("follow-readonly")
+        let log = try Log.open(directory.path, options: options())
+        for index in 0..<2_000 { try log.append(payload(index, maxLength: 1_000)) }
+        try log.close()
+        let before = try snapshot(directory.path)
+        let follower = try LogFollower(directory.path)
+        var count = 0
+        while try follower.nextIfAvailable() != nil { count += 1 }
+        #expect(count == 2_000)
+        #expect(try snapshot(directory.path) == before)
+    }
+
+    /// Retention unlinks whole segments, possibly the one a follower reads: its mapping stays
+    /// valid. A follower that had not reached the removed records yet is told so.
+    @Test func segmentsRemovedBehindOrUnderTheFollowerAreHandled() throws {
+        let directory = TemporaryDirectory("follow-retention")
+        let log = try Log.open(directory.path, options: options())
+        for index in 0..<6_000 { try log.append(payload(index, maxLength: 1_000)) }
+        try log.commit()
+        #expect(log.segments.count >= 4)
+        let reading = try LogFollower(directory.path)
+        let lagging = try LogFollower(directory.path)
+        #expect(try lagging.nextIfAvailable()?.lsn == 1)
+        let segments = log.segments
+        var lsns: [LSN] = []
+        while let record = try reading.nextIfAvailable() {
+            lsns.append(record.lsn)
+            if record.segment == segments[1].name { break }
+        }
+        // Retention removes the first two segments: `reading` maps the second, `lagging` needs it.
+        for segment in segments[0...1] { try FileSystem.unlink(directory.child(segment.name)) }
+        let firstKept = segments[2].baseLSN
+        while let record = try reading.nextIfAvailable() { lsns.append(record.lsn) }
+        #expect(lsns == Array(1...6_000))
+        let error = expectLogError(.lsnOutOfRange) {
+            while try lagging.nextIfAvailable() != nil {}
+        }
+        #expect(error?.lsn != nil && error!.lsn! < firstKept)
+        try log.close()
+    }
+
+    @Test func stopEndsABlockedNext() async throws {
+        let directory = TemporaryDirectory("follow-stop")
+        let log = try Log.open(directory.path, options: options())
+        try log.appendAndCommit([1])
+        let follower = try LogFollower(directory.path, options: .init(watermarkTimeout: .seconds(60)))
+        let blocked = Task.detached { () throws -> [LSN] in
+            var lsns: [LSN] = []
+            while let record = try follower.next() { lsns.append(record.lsn) }
+            return lsns
+        }
+        try await Task.sleep(for: .milliseconds(50))
+        follower.stop()
+        #expect(try await blocked.value == [1])
+        try log.close()
+    }
+
+    @Test func cancellingTheAsyncSequenceEndsIt() async throws {
+        let directory = TemporaryDirectory("follow-cancel")
+        let log = try Log.open(directory.path, options: options())
+        try log.appendAndCommit([1])
+        let follower = try LogFollower(directory.path, options: .init(watermarkTimeout: .seconds(60)))
+        let task = Task { () throws -> [LSN] in
+            var lsns: [LSN] = []
+            for try await record in follower.records { lsns.append(record.lsn) }
+            return lsns
+        }
+        try await Task.sleep(for: .milliseconds(50))
+        task.cancel()
+        #expect(try await task.value == [1])
+        try log.close()
+    }
+}
