@@ -11,6 +11,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-system.git", from: "1.4.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.1.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
     ],
     targets: [
         // Hardware CRC32C (SSE4.2 `crc32` instruction) with a portable table fallback.
@@ -26,6 +28,8 @@ let package = Package(
                 "CLiburing",
                 "CLinuxShims",
                 .product(name: "SystemPackage", package: "swift-system"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
             ]
         ),
         // The power-loss simulator and its crash-state checks: run by the tests and by
@@ -40,6 +44,7 @@ let package = Package(
                 "LogStore",
                 "LogStoreSimulation",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "SystemPackage", package: "swift-system"),
                 // Commit latency percentiles for `logctl bench`.
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
@@ -47,7 +52,13 @@ let package = Package(
         ),
         .testTarget(
             name: "LogStoreTests",
-            dependencies: ["LogStore", "LogStoreSimulation", "CLiburing"]
+            dependencies: [
+                "LogStore",
+                "LogStoreSimulation",
+                "CLiburing",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
+            ]
         ),
         .testTarget(
             name: "logctlTests",

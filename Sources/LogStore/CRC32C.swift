@@ -8,6 +8,7 @@ public enum CRC32C {
         logstore_crc32c(crc, bytes.baseAddress, bytes.count)
     }
 
+    /// CRC of `bytes` (any sequence; copied first when not contiguous), continuing from `crc`.
     public static func checksum(_ bytes: some Sequence<UInt8>, continuing crc: UInt32 = 0) -> UInt32 {
         if let fast = bytes.withContiguousStorageIfAvailable({ checksum(UnsafeRawBufferPointer($0), continuing: crc) }) {
             return fast

@@ -286,6 +286,7 @@ extension Log {
     func leadOneSync(_ engine: inout SyncEngine) -> UInt64? {
         engine.ranges.removeAll(keepingCapacity: true)
         engine.installs.removeAll(keepingCapacity: true)
+        var unreported = Log.AppendCounts()
         let started = state.withLock { state -> (LSN, UInt64)? in
             if state.poison != nil || state.isClosed || state.durableLSN >= state.writtenLSN { return nil }
             if options.commitAlignment != .none { padToCommitAlignment(&state) }
@@ -304,9 +305,13 @@ extension Log {
                     break
                 }
             }
+            unreported = state.unreportedAppends.take()
             return (state.writtenLSN, state.syncsStarted)
         }
         guard let (target, number) = started else { return nil }
+        metrics?.reportAppends(unreported)
+        // Syncs run one at a time and only they move it: what this one covers starts here.
+        let (previouslyDurable, syncStarted) = (durableWatermark.load(ordering: .relaxed), Log.monotonicNanoseconds())
         engine.ranges.reverse()
         do throws(LogError) {
             try awaitInstalls(engine.installs)
@@ -315,6 +320,7 @@ extension Log {
             poison(error)
             return number
         }
+        metrics?.reportSync(records: target - previouslyDurable, nanoseconds: Log.monotonicNanoseconds() - syncStarted)
         FaultInjection.crashPoint("after sync \(number), before its callers are woken", directory: directory)
         state.withLock { state in
             for pending in engine.installs {
@@ -338,8 +344,12 @@ extension Log {
     /// Records the first failure; `durableLSN` never moves again and every waiter not yet
     /// durable gets `failure`.
     func poison(_ failure: LogError) {
-        state.withLock { $0.poison = $0.poison ?? failure }
+        let isFirst = state.withLock { state in
+            defer { state.poison = state.poison ?? failure }
+            return state.poison == nil
+        }
         refusing.store(true, ordering: .sequentiallyConsistent)
+        if isFirst { reportPoisoned(by: failure) }
     }
 
     /// Waits until the rolled-into segments are installed. A failed install fails the sync.

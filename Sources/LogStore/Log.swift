@@ -3,7 +3,9 @@ import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
+import CoreMetrics
 import Dispatch
+import Logging
 import Synchronization
 import SystemPackage
 
@@ -12,8 +14,9 @@ import SystemPackage
 /// `append` copies a record into the mapping and returns its LSN; it is not durable yet.
 /// `commit` returns once every record appended before the call is durable (msync over the
 /// dirty pages), and only then does `durableLSN` move. All methods are safe to call from many
-/// threads; concurrent commits share one sync.
+/// threads; concurrent commits share one sync. See <doc:Durability> and <doc:ThreadSafety>.
 public final class Log: Sendable {
+    /// How a log is opened: its segment size, sync mode, recovery mode, logging and metrics.
     public struct Options: Sendable {
         /// Bytes per segment file for a new log: 1 MiB to 4 GiB, a multiple of 4 KiB. An existing
         /// log keeps the size its segments were created with.
@@ -24,7 +27,10 @@ public final class Log: Sendable {
         /// FORMAT.md §8.5). Whatever a writer's recovery drops is first preserved in a side file
         /// in the log directory; `recoveryReport` says what was dropped and where it went.
         public var recovery: RecoveryMode = .tornTail
+        /// How `commit` makes records durable (see `SyncMode`). Chosen per open: the same log
+        /// can be reopened in another mode.
         public var sync: SyncMode = .msync
+        /// How a new segment's blocks are reserved (see `Preallocation`).
         public var preallocation: Preallocation = .fallocate
         /// Starts write-back (without waiting) each time this many bytes of completed pages
         /// accumulate, so that a large commit finds most of its pages already on their way to
@@ -35,7 +41,22 @@ public final class Log: Sendable {
         public var commitAlignment: CommitAlignment = .none
         /// Which old segments a background task deletes (`RetentionPolicy`); none by default.
         public var retention = RetentionPolicy()
+        /// Where the log reports recovery, corruption, a failed sync, segment rolls and close
+        /// (never anything per record). The default goes to whatever `LoggingSystem` was
+        /// bootstrapped with, labelled "LogStore".
+        public var logger = Logger(label: "LogStore")
+        /// The swift-metrics factory the log's metrics are made from; nil (the default) means
+        /// `MetricsSystem.factory` at open. A factory per log keeps logs (and tests) apart.
+        public var metricsFactory: (any MetricsFactory)? = nil
+        /// The start of every metric label: `<prefix>.appends`, `<prefix>.sync_duration`, ...
+        /// (the names are in the Operations article). Empty for bare names.
+        public var metricsLabelPrefix = "logstore"
+        /// Dimensions added to every metric, e.g. `[("log", "orders")]` or the log directory,
+        /// to tell apart several logs in one process.
+        public var metricsDimensions: [(String, String)] = []
 
+        /// Options with the given values and the defaults for the rest (`commitAlignment`,
+        /// `logger` and the metrics options are set as properties).
         public init(
             segmentSize: Int = 64 << 20, createIfMissing: Bool = false, recovery: RecoveryMode = .tornTail,
             sync: SyncMode = .msync, preallocation: Preallocation = .fallocate, writeBehindBytes: Int = 4 << 20
@@ -91,22 +112,29 @@ public final class Log: Sendable {
 
     /// A record and where it lives.
     public struct Record: Sendable, Equatable {
+        /// The record's log sequence number.
         public var lsn: LSN
         /// Segment file name.
         public var segment: String
         /// Byte offset of the record header in that file.
         public var offset: Int
+        /// The bytes appended.
         public var payload: [UInt8]
     }
 
     /// One segment file as the log sees it.
     public struct SegmentInfo: Sendable, Equatable {
+        /// The file name in the log directory.
         public var name: String
+        /// The segment's number: 1 for the first, one more for each roll.
         public var id: UInt64
+        /// The LSN of the segment's first record.
         public var baseLSN: LSN
+        /// Data records in the segment.
         public var recordCount: Int
         /// Bytes from the start of the file to the end of the last record.
         public var bytesUsed: Int
+        /// The file's size (the segment size).
         public var bytesAllocated: Int
     }
 
@@ -145,6 +173,8 @@ public final class Log: Sendable {
         /// The last LSN kept by each `removeAfter` so far, oldest first; a waiter remembers how
         /// many it saw (see `Log.truncationError`).
         var suffixCuts: [LSN] = []
+        /// Counted by every append, handed to the metrics at syncs, rolls and close.
+        var unreportedAppends = AppendCounts()
 
         func checkUsable() throws(LogError) {
             if isClosed { throw LogError(.closed, "the log is closed") }
@@ -156,9 +186,13 @@ public final class Log: Sendable {
         }
     }
 
+    /// The log directory, as given to `open`.
     public let directory: String
+    /// Whether the log was opened with `openReadOnly`: no lock, no writes.
     public let isReadOnly: Bool
+    /// The options the log was opened with.
     public let options: Options
+    /// The 128 random bits naming this log, in every segment header.
     public let logID: LogID
     /// What recovery found on open and, for a writer, what it changed.
     public let recoveryReport: RecoveryReport
@@ -204,6 +238,10 @@ public final class Log: Sendable {
     /// read-only opens, when it could not be created (followers then poll), and after close
     /// (which must not leave a writable descriptor open). Read through `watermark`.
     let watermarkFile: Mutex<WatermarkFile?>
+    /// Nil for read-only opens, which report nothing.
+    let metrics: LogMetrics?
+    /// `options.logger` with the directory as metadata.
+    let logger: Logger
 
     deinit {
         syncer?.stop()
@@ -212,12 +250,18 @@ public final class Log: Sendable {
         // Dropped without close (a crash, as far as the log is concerned): let a queued
         // installation finish before the lock is released with the stored properties.
         installQueue.sync {}
+        if !isReadOnly, let unreported = state.withLock({ $0.isClosed ? nil : $0.unreportedAppends }) {
+            reportReleasedWithoutClose(unreported)
+        }
     }
 
     /// Opens (or with `createIfMissing`, creates) the log in `directory` as its only writer,
     /// running recovery first.
     public static func open(_ directory: String, options: Options = Options()) throws(LogError) -> Log {
-        try Log(directory: directory, options: options, readOnly: false)
+        do { return try Log(directory: directory, options: options, readOnly: false) } catch {
+            reportOpenFailure(error, directory: directory, options: options)
+            throw error
+        }
     }
 
     /// Opens the log read-only: no lock, no byte changed. Shows the valid prefix even when
@@ -240,6 +284,7 @@ public final class Log: Sendable {
         self.directory = directory
         self.options = options
         self.isReadOnly = readOnly
+        logger = Log.logger(options, directory: directory)
         guard options.segmentSize >= Format.minSegmentSize, options.segmentSize <= Format.maxSegmentSize,
             options.segmentSize % Format.pageSize == 0
         else {
@@ -265,6 +310,7 @@ public final class Log: Sendable {
         // Refuse a directory that is not a log before creating a lock file in it.
         _ = try Log.segmentFileNames(directory, create: create)
         lock = readOnly ? nil : try DirectoryLock.acquire(directory: directory)
+        let recoveryStarted = Log.monotonicNanoseconds()
 
         // A truncation a crash interrupted: a writer completes it before recovery looks at the
         // records; a read-only open shows the log as it will be once it is completed.
@@ -294,8 +340,11 @@ public final class Log: Sendable {
         let first = segments[0]
         logID = first.header.logID
         segmentSize = first.size
+        metrics = readOnly ? nil : LogMetrics(options: options)
         preparer = readOnly
-            ? nil : SegmentPreparer(directory: directory, size: first.size, preallocation: options.preallocation)
+            ? nil
+            : SegmentPreparer(directory: directory, size: first.size, preallocation: options.preallocation,
+                              metrics: metrics)
         var open: [OpenSegment] = []
         for (index, scanned) in scan.kept.enumerated() {
             open.append(
@@ -314,6 +363,7 @@ public final class Log: Sendable {
         var finalReport = report
         finalReport.applied = !readOnly
         recoveryReport = finalReport
+        let recoveryNanoseconds = Log.monotonicNanoseconds() - recoveryStarted
         syncer = readOnly || options.sync == .none ? nil : LoopThread()
         waker = syncer == nil ? nil : LoopThread()
         retentionWorker = readOnly || !options.retention.isEnabled
@@ -322,6 +372,7 @@ public final class Log: Sendable {
         retentionWorker?.start(weakSelf)
         syncer?.start { syncer in Log.runSyncer(syncer, log: weakSelf) }
         waker?.start { waker in Log.runWaker(waker, log: weakSelf) }
+        if !readOnly { reportRecovery(nanoseconds: recoveryNanoseconds) }
     }
 
     static func prepareDirectory(_ directory: String, create: Bool) throws(LogError) {
@@ -707,6 +758,8 @@ public final class Log: Sendable {
             state.segments[index].recordOffsets.append(UInt32(offset))
             state.writtenLSN = lsn
             state.writtenCoveredBy = state.syncsStarted + 1
+            state.unreportedAppends.records &+= 1
+            state.unreportedAppends.bytes &+= payload.count
         }
         state.segments[index].end = offset + footprint
         FaultInjection.crashPoint("after append of LSN \(lsn)", directory: directory)
@@ -742,9 +795,11 @@ public final class Log: Sendable {
         if let prepared = preparer?.take() {
             temporaryPath = prepared
         } else {
+            let started = Log.monotonicNanoseconds()
             temporaryPath = try Segment.preallocateTemporary(
                 directory: directory, id: header.segmentID, size: segmentSize, preallocation: options.preallocation,
                 stopZeroFilling: { true })
+            metrics?.preallocationInRoll.recordNanoseconds(Log.monotonicNanoseconds() - started)
         }
         let segment: Segment
         var pending: PendingInstall?
@@ -762,6 +817,7 @@ public final class Log: Sendable {
             OpenSegment(segment: segment, base: segment.base, saltCRC: segment.saltCRC, recordOffsets: [],
                         end: Format.segmentHeaderSize, syncedEnd: Format.segmentHeaderSize,
                         writeBehindEnd: Format.segmentHeaderSize, pendingInstall: pending))
+        reportRoll(&state, into: header)
     }
 
     // MARK: - Committing
@@ -779,7 +835,10 @@ public final class Log: Sendable {
             try state.checkUsable()
             return (state.writtenLSN, state.writtenCoveredBy, state.suffixCuts.count)
         }
-        guard options.sync != .none else { return durableLSN }
+        guard options.sync != .none else {
+            reportAppendsSoFar()
+            return durableLSN
+        }
         return try waitUntilDurable(target, coveredBy: sync, cutsSeen: cutsSeen)
     }
 
@@ -792,7 +851,10 @@ public final class Log: Sendable {
             try state.checkUsable()
             return (state.writtenLSN, state.suffixCuts.count)
         }
-        guard options.sync != .none else { return durableLSN }
+        guard options.sync != .none else {
+            reportAppendsSoFar()
+            return durableLSN
+        }
         return try await awaitDurable(target, cutsSeen: cutsSeen)
     }
 
@@ -813,6 +875,7 @@ public final class Log: Sendable {
 
     // MARK: - Reading
 
+    /// The LSN of the oldest record in the log (1 for a new log).
     public var firstLSN: LSN { state.withLock { $0.firstLSN } }
     /// The last LSN appended (durable or not); `firstLSN - 1` when the log is empty.
     public var writtenLSN: LSN { state.withLock { $0.writtenLSN } }
@@ -843,11 +906,14 @@ public final class Log: Sendable {
         return Records(log: self, nextLSN: max(start ?? first, first), lastLSN: min(end ?? written, written))
     }
 
+    /// The records of an LSN range, read one at a time (see `records(from:through:)`). It ends
+    /// early if the log is closed meanwhile.
     public struct Records: Sequence, IteratorProtocol, Sendable {
         let log: Log
         var nextLSN: LSN
         let lastLSN: LSN
 
+        /// The next record, or nil past the end of the range.
         public mutating func next() -> Record? {
             guard nextLSN <= lastLSN, let record = try? log.record(nextLSN) else { return nil }
             nextLSN += 1
@@ -895,9 +961,12 @@ public final class Log: Sendable {
     /// releases the writer lock. Later calls on this log throw `closed`.
     public func close() throws(LogError) {
         defer {
-            state.withLock {
-                $0.isClosed = true
-                $0.segments.removeAll()
+            let unreported = state.withLock { state -> AppendCounts? in
+                defer {
+                    state.isClosed = true
+                    state.segments.removeAll()
+                }
+                return state.isClosed ? nil : state.unreportedAppends.take()
             }
             // Whoever still waits for a record that did not become durable gets `closed`.
             refusing.store(true, ordering: .sequentiallyConsistent)
@@ -917,6 +986,7 @@ public final class Log: Sendable {
             // A truncation carrying out its intent finishes before another writer may open.
             truncationLock.withLock { _ in }
             lock?.release()
+            if !isReadOnly, let unreported { reportClose(unreported) }
         }
         guard !isReadOnly, state.withLock({ $0.poison == nil && !$0.isClosed }) else { return }
         try commit()

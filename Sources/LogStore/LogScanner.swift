@@ -373,7 +373,9 @@ public struct Damage: Sendable, Equatable, CustomStringConvertible {
     public var offset: UInt64
     /// The LSN that was expected there.
     public var lsn: LSN
+    /// What is wrong there (a bad checksum, a wrong LSN, a length past the end, ...).
     public var reason: String
 
+    /// `<segment> offset <offset> (LSN <lsn>): <reason>`.
     public var description: String { "\(segment) offset \(offset) (LSN \(lsn)): \(reason)" }
 }

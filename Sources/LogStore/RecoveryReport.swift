@@ -27,6 +27,7 @@ public enum RecoveryMode: String, Sendable, CaseIterable {
 
 /// What recovery found and, for a writer, what it changed.
 public struct RecoveryReport: Sendable, Equatable {
+    /// What recovery found past the last valid record.
     public enum Outcome: String, Sendable {
         /// The log ends where its last record ends: nothing past it in the last segment.
         case clean
@@ -39,9 +40,13 @@ public struct RecoveryReport: Sendable, Equatable {
 
     /// A byte range recovery removes (or, read-only, would remove).
     public struct DroppedRegion: Sendable, Equatable {
+        /// The segment file name the region was in.
         public var segment: String
+        /// Byte offset of the region in that segment file.
         public var offset: UInt64
+        /// Bytes in the region.
         public var length: UInt64
+        /// Why it was removed (the damage found there, or "segment after the end of the valid records").
         public var reason: String
         /// Where the bytes were preserved before they were removed (a writer's report only;
         /// nil for a read-only open). The path of a side file in the log directory:
@@ -56,11 +61,15 @@ public struct RecoveryReport: Sendable, Equatable {
         public var preservedFileOffset: UInt64 = 0
     }
 
+    /// Clean, a torn tail, or corruption of durable data.
     public var outcome: Outcome
+    /// The mode recovery ran in (`Log.Options.recovery`; `.tornTail` for read-only opens).
     public var mode: RecoveryMode
     /// False for a read-only open: the report is a plan and nothing was changed.
     public var applied: Bool
+    /// Segment files that are still part of the log.
     public var segmentsKept: Int
+    /// The first LSN of the log.
     public var firstLSN: LSN
     /// The last LSN kept (firstLSN - 1 when there are none).
     public var lastLSN: LSN
@@ -68,6 +77,7 @@ public struct RecoveryReport: Sendable, Equatable {
     public var provenDurableLSN: LSN
     /// Where valid records stop, and why; nil for a clean log.
     public var damage: Damage?
+    /// Every byte range recovery removed (or, read-only, would remove), in log order.
     public var droppedRegions: [DroppedRegion]
     /// Segment files after the cut: moved to side files (or, read-only, to be moved). They are
     /// no longer segments of the log; `droppedRegions` says where each one went.
@@ -107,7 +117,9 @@ public struct RecoveryReport: Sendable, Equatable {
     /// out in its mode would be refused.
     public var writerRefuses: Bool { RecoveryReport.writerRefuses(outcome, in: mode) }
 
+    /// Records in the log after recovery.
     public var recordsKept: UInt64 { lastLSN + 1 - firstLSN }
+    /// The bytes of every dropped region together.
     public var droppedBytes: UInt64 { droppedRegions.reduce(0) { $0 + $1.length } }
     /// Every side file this recovery wrote or reused: the preserved regions, then the export.
     public var sideFiles: [String] { droppedRegions.compactMap(\.preservedAt) + (salvageFile.map { [$0] } ?? []) }

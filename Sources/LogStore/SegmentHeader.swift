@@ -74,7 +74,9 @@ struct SegmentHeader: Equatable, Sendable {
 
 /// 128 random bits naming a log; every segment of the log carries them.
 public struct LogID: Hashable, Sendable, CustomStringConvertible {
+    /// The first 64 bits.
     public var high: UInt64
+    /// The last 64 bits.
     public var low: UInt64
 
     static func random() -> LogID {
@@ -82,6 +84,7 @@ public struct LogID: Hashable, Sendable, CustomStringConvertible {
         return LogID(high: generator.next(), low: generator.next())
     }
 
+    /// 32 lowercase hex digits, `high` first.
     public var description: String {
         func hex(_ v: UInt64) -> String {
             let s = String(v, radix: 16)

@@ -19,8 +19,10 @@ final class SegmentPreparer: Sendable {
     private let inFlight = DispatchGroup()
     /// Set by `take()`: a roll needs the file now, so zero-filling stops where it is.
     private let hurry = Atomic<Bool>(false)
+    private let metrics: LogMetrics?
 
-    init(directory: String, size: Int, preallocation: Preallocation) {
+    init(directory: String, size: Int, preallocation: Preallocation, metrics: LogMetrics? = nil) {
+        self.metrics = metrics
         self.directory = directory
         self.size = size
         self.preallocation = preallocation
@@ -41,9 +43,11 @@ final class SegmentPreparer: Sendable {
             let path = directory + "/prepared-" + String(generator.next() as UInt64, radix: 16) + "."
                 + Format.segmentFileExtension + "." + Format.temporaryFileExtension
             do {
+                let started = Log.monotonicNanoseconds()
                 try Segment.preallocate(
                     path, size: size, preallocation: preallocation, directory: directory,
                     stopZeroFilling: { hurry.load(ordering: .relaxed) })
+                metrics?.preallocationInBackground.recordNanoseconds(Log.monotonicNanoseconds() - started)
                 slot.withLock { $0 = .ready(path: path) }
             } catch {
                 // The roll creates the segment itself and reports the error (e.g. a full disk).

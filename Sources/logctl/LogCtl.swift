@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import LogStore
+import Logging
 
 @main
 struct LogCtl: ParsableCommand {
@@ -33,6 +34,7 @@ struct LogCtl: ParsableCommand {
     /// Runs the command; every failure becomes one line on stderr and a documented exit code.
     static func main() {
         signal(SIGPIPE, SIG_IGN)
+        bootstrapLogging()
         do {
             var command = try parseAsRoot()
             try command.run()
@@ -43,6 +45,19 @@ struct LogCtl: ParsableCommand {
         } catch {
             if exitCode(for: error) == .success { exit(withError: error) }
             fail(message(for: error).replacingOccurrences(of: "\n", with: " ") + " (see logctl help)", code: 3)
+        }
+    }
+
+    /// LogStore's own messages (recovery, failed syncs, rolls) are off: logctl reports what
+    /// matters itself, one line per error. `LOGCTL_LOG_LEVEL=info` (any swift-log level) shows
+    /// them on stderr.
+    static func bootstrapLogging() {
+        let level = ProcessInfo.processInfo.environment["LOGCTL_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:))
+        LoggingSystem.bootstrap { label in
+            guard let level else { return SwiftLogNoOpLogHandler() }
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
         }
     }
 

@@ -1,5 +1,6 @@
 import Foundation
 @testable import LogStore
+import Logging
 import Testing
 
 /// A fresh directory under the system temp dir, removed when the value goes away.
@@ -7,6 +8,7 @@ final class TemporaryDirectory: @unchecked Sendable {
     let path: String
 
     init(_ label: String = "logstore") {
+        _ = quietLogging
         var template = Array((NSTemporaryDirectory() + "/\(label)-XXXXXX").utf8CString)
         let result = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
         precondition(result != nil, "mkdtemp failed")
@@ -19,6 +21,10 @@ final class TemporaryDirectory: @unchecked Sendable {
     deinit { try? FileManager.default.removeItem(atPath: path) }
 }
 
+/// LogStore logs every open through swift-log, and this process opens logs by the thousand:
+/// the default handler stays quiet. Tests that check messages pass their own `Options.logger`.
+let quietLogging: Void = LoggingSystem.bootstrap { _ in SwiftLogNoOpLogHandler() }
+
 /// Deterministic payloads: record `index` of a test has content that depends on its index
 /// and a seed, with lengths that vary to exercise padding and page boundaries.
 func payload(_ index: Int, seed: UInt64 = 0, maxLength: Int = 300) -> [UInt8] {
@@ -30,7 +36,8 @@ func payload(_ index: Int, seed: UInt64 = 0, maxLength: Int = 300) -> [UInt8] {
 func options(segmentSize: Int = 1 << 20, recovery: RecoveryMode = .tornTail, sync: Log.SyncMode = .msync)
     -> Log.Options
 {
-    Log.Options(segmentSize: segmentSize, createIfMissing: true, recovery: recovery, sync: sync)
+    _ = quietLogging
+    return Log.Options(segmentSize: segmentSize, createIfMissing: true, recovery: recovery, sync: sync)
 }
 
 /// Every file of a directory with its bytes, for "nothing was modified" checks and copies.
