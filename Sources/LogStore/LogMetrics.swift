@@ -27,8 +27,8 @@ final class LogMetrics: Sendable {
         /// Timer: preparing a segment file; dimension `during` is `background` (ahead of a
         /// roll) or `roll` (no file was ready: the roll allocated one, inside an append).
         static let preallocationDuration = "preallocation_duration"
-        /// Timer: recovery on open (listing, scanning and repairing the segments); dimension
-        /// `outcome` is the `RecoveryReport.Outcome`.
+        /// Timer: recovery on open (opening, scanning and repairing the segments; for a new log,
+        /// creating its first one); dimension `outcome` is the `RecoveryReport.Outcome`.
         static let recoveryDuration = "recovery_duration"
         /// Counter: bytes recovery removed from the log (`RecoveryReport.droppedBytes`).
         static let recoveryDroppedBytes = "recovery_dropped_bytes"
