@@ -1,5 +1,6 @@
 import Foundation
 @testable import LogStore
+import LogStoreSimulation
 import Synchronization
 import Testing
 
