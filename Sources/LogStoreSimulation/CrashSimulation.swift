@@ -195,7 +195,11 @@ package struct CrashSimulation: Sendable {
             }
         }
         simulatorBox.withLock { $0 = simulator }
-        defer { simulator.stop() }
+        defer {
+            simulator.stop()
+            // The handler reaches the simulator through the box: break the cycle.
+            simulatorBox.withLock { $0 = nil }
+        }
 
         var random = SplitMix64(seed: seed ^ UInt64(label.utf8.reduce(0) { $0 &* 31 &+ UInt64($1) }))
         let log = try Log.open(logDirectory, options: options(workload))

@@ -19,8 +19,10 @@ extension CrashSimulation {
         var violations: [String] = []
         let box = Mutex<[[PowerLossSimulator.FileState]]>([])
         var nestedSimulator: PowerLossSimulator?
+        // The simulator's crash-point handler reaches it through `holder`: a cycle, broken
+        // below, or every deep check would keep its simulator's images for good.
+        let holder = Mutex<PowerLossSimulator?>(nil)
         if deep {
-            let holder = Mutex<PowerLossSimulator?>(nil)
             let seed = seed
             nestedSimulator = PowerLossSimulator(directory: directory) { _ in
                 guard let simulator = holder.withLock({ $0 }) else { return }
@@ -32,6 +34,7 @@ extension CrashSimulation {
         }
         let recovered = recoverAndCheck(directory, expected: expected, tag: tag, violations: &violations)
         nestedSimulator?.stop()
+        holder.withLock { $0 = nil }
         let nested = box.withLock { $0 }
         guard let recovered else { return violations }
         for (index, state) in nested.enumerated() {
