@@ -63,6 +63,7 @@ extension Log {
             installQueue.sync {}
             let planned = try state.withLock { (state) throws(LogError) -> FrontTruncation in
                 try state.checkUsable()
+                try checkInstalls(state)
                 return frontTruncation(state, lsn: lsn)
             }
             let (plan, names) = (planned.plan, planned.names)
@@ -137,6 +138,7 @@ extension Log {
             try syncEngine.withLock { (_) throws(LogError) in
                 try state.withLock { (state) throws(LogError) in
                     try state.checkUsable()
+                    try checkInstalls(state)
                     let (plan, intent, names) = try suffixTruncation(state, lsn: lsn)
                     guard let intent else { return }
                     do throws(Errno) { try intent.write(directory: directory) } catch {
@@ -224,6 +226,18 @@ extension Log {
             record.storeBytes(of: crc.littleEndian, as: UInt32.self)
         }
         return (image, end)
+    }
+
+    /// Refuses when a segment rolled into failed to get its name (the next sync would poison
+    /// the log for it): an intent must only name segments whose names are durable.
+    private func checkInstalls(_ state: State) throws(LogError) {
+        for open in state.segments {
+            if let pending = open.pendingInstall, let error = pending.wait() {
+                throw LogError.system(
+                    error, "installing a new segment failed; the log refuses writes until it is reopened",
+                    path: pending.segment.path)
+            }
+        }
     }
 
     /// Lowers the syncer's request to `lsn`: a waiter for a removed record may have asked for

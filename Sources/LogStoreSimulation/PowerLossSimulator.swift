@@ -331,6 +331,9 @@ package final class PowerLossSimulator: @unchecked Sendable {
         holder.withLock { $0 = simulator }
         let result = recover()
         simulator.stop()
+        // The handler holds `holder`, which holds the simulator: break the cycle, or every
+        // call would keep its simulator's file images (megabytes) for the rest of the run.
+        holder.withLock { $0 = nil }
         return (result, states.withLock { $0 })
     }
 

@@ -43,7 +43,6 @@ import Testing
         var states = 0
         var crashPoints = 0
         var truncationPoints = 0
-        var exhaustivePoints = 0
         var nestedStates = 0
         var violations: [String] = []
     }
@@ -81,31 +80,22 @@ import Testing
             let number = point.add(1, ordering: .relaxed).newValue
             let snapshot = simulator.snapshot()
             let truncating = name.hasPrefix("truncation")
-            var states: [[PowerLossSimulator.FileState]] = []
-            // Every state of a few truncation points (when few pages are dirty), sampled states
-            // of the rest.
-            if truncating, garbage == .none, outcome.withLock({ $0.exhaustivePoints }) < 8,
-                let all = PowerLossSimulator.exhaustiveStates(snapshot, maxDirtyPages: 6)
-            {
-                states = all
-                outcome.withLock { $0.exhaustivePoints += 1 }
-            }
-            for index in 0..<(truncating ? 48 : 8) {
-                var random = SplitMix64(seed: TruncationCrashTests.seed ^ UInt64(number) &* 0x9E37_79B9 ^ UInt64(index))
-                states.append(PowerLossSimulator.crashState(snapshot, random: &random, garbage: garbage))
-            }
             outcome.withLock {
                 $0.crashPoints += 1
                 if truncating { $0.truncationPoints += 1 }
             }
-            for (index, state) in states.enumerated() {
+            // Each state is built where it is checked, from the shared snapshot: a few states
+            // in memory at a time, not all of a crash point's (segment images are megabytes).
+            for index in 0..<(truncating ? 64 : 8) {
                 let tag = "seed \(TruncationCrashTests.seed), crash point #\(number) (\(name)), state \(index)"
-                // Every truncation state with a leftover intent is also crashed inside its recovery
-                // at a sample of states; other points now and then.
+                // A sample of the states of every truncation point (those with a leftover intent
+                // among them) is also crashed inside its recovery; other points now and then.
                 let deep = (truncating && index % 4 == 0) || (number &* 31 &+ index) % 64 == 0
                 inFlight.wait()
                 group.enter()
                 queue.async { [self] in
+                    var random = SplitMix64(seed: TruncationCrashTests.seed ^ UInt64(number) &* 0x9E37_79B9 ^ UInt64(index))
+                    let state = PowerLossSimulator.crashState(snapshot, random: &random, garbage: garbage)
                     let (found, nested) = TruncationCrashTests.verify(state, images: images, tag: tag, root: root, deep: deep)
                     outcome.withLock {
                         $0.states += 1
@@ -204,8 +194,7 @@ import Testing
 
     static func report(_ outcome: Outcome, _ label: String) {
         print("truncation crash simulation [\(label)]: \(outcome.states) crash states (+\(outcome.nestedStates) inside "
-              + "recovery) at \(outcome.crashPoints) crash points (\(outcome.truncationPoints) inside truncations, \(outcome.exhaustivePoints) "
-              + "of them with every state), "
+              + "recovery) at \(outcome.crashPoints) crash points (\(outcome.truncationPoints) inside truncations), "
               + "\(outcome.violations.count) invariant violations (seed \(seed); replay with LOGSTORE_CRASH_SEED=\(seed))")
         for violation in outcome.violations.prefix(5) { print("  " + violation) }
     }
