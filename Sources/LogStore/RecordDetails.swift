@@ -16,6 +16,21 @@ extension Log {
         /// The header as stored: `Format.recordHeaderSize` bytes.
         public var headerBytes: [UInt8]
         public var payload: [UInt8]
+
+        public init(
+            lsn: LSN, segment: String, offset: Int, crc: UInt32, durableLSN: LSN, type: UInt16, flags: UInt16,
+            headerBytes: [UInt8], payload: [UInt8]
+        ) {
+            self.lsn = lsn
+            self.segment = segment
+            self.offset = offset
+            self.crc = crc
+            self.durableLSN = durableLSN
+            self.type = type
+            self.flags = flags
+            self.headerBytes = headerBytes
+            self.payload = payload
+        }
     }
 
     /// The record at `lsn` with its header, which must be in `firstLSN...writtenLSN`.

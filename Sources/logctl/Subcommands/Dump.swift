@@ -14,11 +14,14 @@ extension LogCtl {
                 by their offset in the segment file.
 
                 Only the valid records are printed (what a read-only open shows); `logctl verify`
-                reports anything past them.
+                reports anything past them. With --follow, dump then keeps printing each new record
+                once it is durable (never one that is only written), across segment rolls and writer
+                restarts, until --to or --limit is reached or it is interrupted (exit 0).
 
                 Examples:
                   logctl dump /tmp/log --from 10 --limit 5 --json
                   logctl dump /tmp/log --from 100 --to 120 --hex
+                  logctl dump /tmp/log --from 500 --follow --json
                 """)
 
         @OptionGroup var log: LogDirectory
@@ -33,15 +36,24 @@ extension LogCtl {
         @Option(help: "Print at most N records.")
         var limit: Int?
 
+        @Flag(name: [.customShort("f"), .long], help: "Keep printing new records as they become durable (until Ctrl-C).")
+        var follow = false
+
         func validate() throws {
             if let limit, limit < 0 { throw ValidationError("--limit must not be negative") }
             if let from, let to, from > to { throw ValidationError("--from \(from) is after --to \(to)") }
         }
 
         func run() throws {
-            let log = try Log.openReadOnly(log.directory)
-            defer { try? log.close() }
-            try output.printer.printRecords(of: log, from: from, through: to, limit: limit)
+            if follow {
+                // Through the follower from the start: each line printed is durable.
+                let first = try Log.openReadOnly(log.directory).firstLSN
+                return try followRecords(directory: log.directory, from: max(from ?? first, first), through: to,
+                                         limit: limit, printer: output.printer)
+            }
+            let opened = try Log.openReadOnly(log.directory)
+            defer { try? opened.close() }
+            try output.printer.printRecords(of: opened, from: from, through: to, limit: limit)
         }
     }
 }
