@@ -5,32 +5,43 @@ import Testing
 /// `tail -f` and `dump --follow` follow a log another process writes: every record once it is
 /// durable, exactly once, in order, across segment rolls and a writer restart, until SIGINT.
 @Suite struct FollowTests {
-    /// A running `logctl` whose stdout is collected as it arrives.
+    /// A running `logctl` whose stdout is collected as it arrives, by a thread that reads the
+    /// pipe to its end, so nothing the process printed before it exited can be missed.
     final class Follower: @unchecked Sendable {
         let process = Process()
         private let output = Pipe()
         private let lock = NSLock()
         private var collected = Data()
+        private let drained = DispatchSemaphore(value: 0)
 
         init(_ arguments: [String]) throws {
             process.executableURL = URL(fileURLWithPath: logctlPath)
             process.arguments = arguments
             process.standardOutput = output
             process.standardError = FileHandle.nullDevice
-            output.fileHandleForReading.readabilityHandler = { [weak self] handle in
-                let chunk = handle.availableData
-                guard let self else { return }
-                self.lock.lock()
-                self.collected.append(chunk)
-                self.lock.unlock()
-            }
             try process.run()
+            // Our copy of the write end must go, or the reader never sees end-of-file.
+            try? output.fileHandleForWriting.close()
+            let reader = output.fileHandleForReading
+            Thread.detachNewThread { [self] in
+                while true {
+                    let chunk = reader.availableData
+                    if chunk.isEmpty { break }
+                    lock.lock()
+                    collected.append(chunk)
+                    lock.unlock()
+                }
+                drained.signal()
+            }
         }
 
+        /// Complete lines only: a line still being written is not counted until its newline.
         var lines: [Substring] {
             lock.lock()
             defer { lock.unlock() }
-            return String(decoding: collected, as: UTF8.self).split(separator: "\n")
+            let text = String(decoding: collected, as: UTF8.self)
+            guard let lastNewline = text.lastIndex(of: "\n") else { return [] }
+            return text[..<lastNewline].split(separator: "\n")
         }
 
         /// Waits (up to a minute, for a loaded machine) until `count` lines arrived.
@@ -40,11 +51,16 @@ import Testing
             return lines.count >= count
         }
 
+        /// Waits for the process to exit and for everything it printed to be collected.
+        func waitUntilExit() -> Int32 {
+            process.waitUntilExit()
+            drained.wait()
+            return process.terminationStatus
+        }
+
         func interrupt() -> Int32 {
             process.interrupt()
-            process.waitUntilExit()
-            output.fileHandleForReading.readabilityHandler = nil
-            return process.terminationStatus
+            return waitUntilExit()
         }
     }
 
@@ -88,8 +104,7 @@ import Testing
         writer.write((4...70).map(Self.payload), through: 70)
         #expect(writer.finish() == 0)
         #expect(follower.waitFor(lines: 59))
-        follower.process.waitUntilExit()
-        #expect(follower.process.terminationStatus == 0)
+        #expect(follower.waitUntilExit() == 0)
         let objects = try follower.lines.map {
             try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any]
         }
