@@ -33,6 +33,11 @@ public final class Log: Sendable {
         /// What a sync may assume about the disk, and so where the next record after a commit
         /// starts (see `CommitAlignment` and FORMAT.md, "Crash model").
         public var commitAlignment: CommitAlignment = .none
+        /// Parse and CRC-check every record of every segment at open, even after a clean close.
+        /// Off, an open after a clean close checks only the last segment and checks each
+        /// sealed one when a record in it is first read (FORMAT.md §8.7); after a crash every
+        /// open checks everything either way.
+        public var checkSealedSegmentsAtOpen = false
 
         public init(
             segmentSize: Int = 64 << 20, createIfMissing: Bool = false, recovery: RecoveryMode = .tornTail,
@@ -124,6 +129,12 @@ public final class Log: Sendable {
         /// Set for a segment rolled into but maybe not installed yet: the next commit waits for
         /// its installation before acknowledging anything in it.
         var pendingInstall: PendingInstall? = nil
+        /// Set for a sealed segment whose records the open did not check (after a clean close):
+        /// `recordOffsets` is empty, `end` is the segment size, and the index is built on first
+        /// read.
+        var deferredIndex: DeferredSegmentIndex? = nil
+
+        var recordCount: Int { deferredIndex?.recordCount ?? recordOffsets.count }
     }
 
     struct State {
@@ -140,6 +151,23 @@ public final class Log: Sendable {
         var syncsStarted: UInt64 = 0
         /// The number of the sync that covers `writtenLSN` (the first to start after its append).
         var writtenCoveredBy: UInt64 = 1
+
+        /// The position in `segments` of the segment holding `lsn`, by binary search over the
+        /// base LSNs; throws unless `lsn` is in `firstLSN...writtenLSN` of an open log.
+        func segmentIndex(of lsn: LSN, directory: String) throws(LogError) -> Int {
+            if isClosed { throw LogError(.closed, "the log is closed", path: directory) }
+            guard lsn >= firstLSN, lsn <= writtenLSN else {
+                throw LogError(
+                    .lsnOutOfRange, "LSN \(lsn) is outside \(firstLSN)...\(writtenLSN)", path: directory, lsn: lsn)
+            }
+            var low = 0
+            var high = segments.count - 1
+            while low < high {
+                let middle = (low + high + 1) / 2
+                if segments[middle].segment.header.baseLSN <= lsn { low = middle } else { high = middle - 1 }
+            }
+            return low
+        }
 
         func checkUsable() throws(LogError) {
             if isClosed { throw LogError(.closed, "the log is closed") }
@@ -203,8 +231,13 @@ public final class Log: Sendable {
 
     /// Opens the log read-only: no lock, no byte changed. Shows the valid prefix even when
     /// recovery would refuse to open it for writing; `recoveryReport` says what it would do.
-    public static func openReadOnly(_ directory: String) throws(LogError) -> Log {
-        try Log(directory: directory, options: Options(), readOnly: true)
+    ///
+    /// With `checkSealedSegments` every record of every segment is checked at open even after a
+    /// clean close (what `logctl verify` does), instead of each sealed segment on first read.
+    public static func openReadOnly(_ directory: String, checkSealedSegments: Bool = false) throws(LogError) -> Log {
+        var options = Options()
+        options.checkSealedSegmentsAtOpen = checkSealedSegments
+        return try Log(directory: directory, options: options, readOnly: true)
     }
 
     /// The payload bytes the largest record in this log may have.
@@ -241,7 +274,8 @@ public final class Log: Sendable {
         lock = readOnly ? nil : try DirectoryLock.acquire(directory: directory)
 
         var segments = try Log.openSegments(directory, create: create, readOnly: readOnly, options: options)
-        let scan = LogScanner.scan(segments)
+        let scan = (options.checkSealedSegmentsAtOpen ? nil : LogScanner.scanAfterCleanClose(segments))
+            ?? LogScanner.scan(segments)
         var report = try Log.plan(scan, mode: options.recovery, readOnly: readOnly, directory: directory)
         if !readOnly {
             segments = try Log.apply(scan, mode: options.recovery, directory: directory, report: &report)
@@ -259,7 +293,7 @@ public final class Log: Sendable {
             open.append(
                 OpenSegment(segment: segments[index], base: segments[index].base, saltCRC: segments[index].saltCRC,
                             recordOffsets: scanned.recordOffsets, end: scanned.end, syncedEnd: scanned.end,
-                            writeBehindEnd: scanned.end))
+                            writeBehindEnd: scanned.end, deferredIndex: scanned.deferred))
         }
         let written = scan.nextLSN - 1
         syncEngine = Mutex(SyncEngine(ring: ring))
@@ -419,7 +453,8 @@ public final class Log: Sendable {
             outcome: outcome, mode: mode, applied: false, segmentsKept: scan.kept.count, firstLSN: first,
             lastLSN: scan.nextLSN - 1, provenDurableLSN: scan.provenDurableLSN, damage: scan.damage,
             droppedRegions: dropped, removedSegments: scan.orphans.map(\.name), lostLSNs: lost,
-            salvageableLSNs: scan.salvageable, gaps: scan.gaps)
+            salvageableLSNs: scan.salvageable, gaps: scan.gaps,
+            deferredSegments: scan.kept.count(where: { $0.deferred != nil }))
     }
 
     /// The side files in `directory` (sorted): what earlier recoveries removed from the log and
@@ -520,7 +555,9 @@ public final class Log: Sendable {
         throws
     {
         let firstUnproven = scan.provenDurableLSN + 1
-        for (scanned, segment) in zip(scan.kept, segments) where scanned.end > Format.segmentHeaderSize {
+        // A deferred segment is sealed before a close marker, which proves all of it durable.
+        for (scanned, segment) in zip(scan.kept, segments)
+        where scanned.end > Format.segmentHeaderSize && scanned.deferred == nil {
             let base = segment.header.baseLSN
             let start: Int
             if scanned.recordOffsets.isEmpty || firstUnproven <= base {
@@ -757,16 +794,18 @@ public final class Log: Sendable {
     /// The record at `lsn`, which must be in `firstLSN...writtenLSN`.
     public func record(_ lsn: LSN) throws(LogError) -> Record {
         let (segment, offset) = try locate(lsn)
-        let header = RecordHeader.load(from: segment.base + offset)
-        let payload = Array(
-            UnsafeRawBufferPointer(start: segment.base + offset + Format.recordHeaderSize, count: Int(header.length)))
+        let payload = try withExtendedLifetime(segment) { () throws(LogError) in
+            Array(try segment.payload(ofRecordAt: offset, lsn: lsn))
+        }
         return Record(lsn: lsn, segment: segment.name, offset: offset, payload: payload)
     }
 
     /// The payload of the record at `lsn`.
     public func read(_ lsn: LSN) throws(LogError) -> [UInt8] { try record(lsn).payload }
 
-    /// Records from `start` (default `firstLSN`) through `end` (default the `writtenLSN` of now).
+    /// Records from `start` (default `firstLSN`) through `end` (default the `writtenLSN` of now),
+    /// copied. The sequence ends early at a record that cannot be read (a sealed segment found
+    /// damaged on first read); `forEachRecord(in:_:)` and `record(_:)` throw instead.
     public func records(from start: LSN? = nil, through end: LSN? = nil) -> Records {
         let (first, written) = state.withLock { ($0.firstLSN, $0.writtenLSN) }
         return Records(log: self, nextLSN: max(start ?? first, first), lastLSN: min(end ?? written, written))
@@ -784,33 +823,36 @@ public final class Log: Sendable {
         }
     }
 
-    private func locate(_ lsn: LSN) throws(LogError) -> (Segment, Int) {
-        try state.withLock { (state) throws(LogError) -> (Segment, Int) in
-            if state.isClosed { throw LogError(.closed, "the log is closed", path: directory) }
-            guard lsn >= state.firstLSN, lsn <= state.writtenLSN else {
-                throw LogError(
-                    .lsnOutOfRange, "LSN \(lsn) is outside \(state.firstLSN)...\(state.writtenLSN)", path: directory,
-                    lsn: lsn)
-            }
-            var low = 0
-            var high = state.segments.count - 1
-            while low < high {
-                let middle = (low + high + 1) / 2
-                if state.segments[middle].segment.header.baseLSN <= lsn { low = middle } else { high = middle - 1 }
-            }
-            let open = state.segments[low]
-            return (open.segment, Int(open.recordOffsets[Int(lsn - open.segment.header.baseLSN)]))
+    /// The segment holding `lsn` and the offset of its record: O(log segments) under the state
+    /// lock, then O(1) (a segment not checked at open is first indexed, outside the lock).
+    func locate(_ lsn: LSN) throws(LogError) -> (Segment, Int) {
+        let (segment, offset, deferred) = try state.withLock {
+            (state) throws(LogError) -> (Segment, Int, DeferredSegmentIndex?) in
+            let index = try state.segmentIndex(of: lsn, directory: directory)
+            let segment = state.segments[index].segment
+            if let deferred = state.segments[index].deferredIndex { return (segment, 0, deferred) }
+            return (segment, Int(state.segments[index].recordOffsets[Int(lsn - segment.header.baseLSN)]), nil)
         }
+        guard let deferred else { return (segment, offset) }
+        return (segment, try deferred.offset(of: lsn))
     }
 
-    /// The segments, oldest first.
+    /// The segments, oldest first. For a sealed segment not checked at open (after a clean
+    /// close), `bytesUsed` indexes it first (one pass over its records).
     public var segments: [SegmentInfo] {
-        state.withLock { state in
+        let infos = state.withLock { state in
             state.segments.map {
-                SegmentInfo(
+                (SegmentInfo(
                     name: $0.segment.name, id: $0.segment.id, baseLSN: $0.segment.header.baseLSN,
-                    recordCount: $0.recordOffsets.count, bytesUsed: $0.end, bytesAllocated: $0.segment.size)
+                    recordCount: $0.recordCount, bytesUsed: $0.end, bytesAllocated: $0.segment.size),
+                 $0.deferredIndex)
             }
+        }
+        // Outside the lock: indexing a deferred segment is a pass over all of it.
+        return infos.map { info, deferred in
+            var info = info
+            if let deferred { info.bytesUsed = deferred.index.end }
+            return info
         }
     }
 

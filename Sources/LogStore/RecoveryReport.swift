@@ -91,6 +91,11 @@ public struct RecoveryReport: Sendable, Equatable {
     /// `{"data":"<base64 payload>","durable_lsn":…,"length":…,"lsn":…,"offset":…,"segment":"…"}`
     /// (segment and offset say where the record was). Nil when there was nothing to export.
     public var salvageFile: String?
+    /// Sealed segments whose records this open did not check because the log was closed
+    /// cleanly (FORMAT.md §8.7): each is checked the first time one of its records is read,
+    /// and damage found then is a `corruption` error of that read. 0 after a crash (every
+    /// record was checked) and with `checkSealedSegmentsAtOpen`.
+    public var deferredSegments = 0
 
     public var recordsKept: UInt64 { lastLSN + 1 - firstLSN }
     public var droppedBytes: UInt64 { droppedRegions.reduce(0) { $0 + $1.length } }

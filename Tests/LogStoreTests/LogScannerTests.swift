@@ -300,7 +300,10 @@ import Testing
             index += 1
         }
         let records = Array(log.records())
-        try log.close()
+        // Dropped without close (a crash): after a clean close the open would not read the
+        // sealed segment, and the damage is reported by the first read of it instead
+        // (DeferredSegmentIndexTests).
+        _ = consume log
         let victim = records[records.count / 4]
         var files = try snapshot(source.path)
         files[victim.segment]!.replaceSubrange(victim.offset..<(victim.offset + 32), with: [UInt8](repeating: 0, count: 32))

@@ -2,6 +2,9 @@
 //
 //   swift run -c release LogStoreMeasure [--reps 5] [--records 5000] [--bulk 1000000]
 //       [--crc-bytes 4294967296] [--dir /tmp] [--only serial,bulk,crc,prealloc,folio,recovery]
+//       [--read-records 1000000] [--scan-bytes 268435456] [--open-gib 10] [--open-dir PATH] [--keep-open-log]
+//
+// Sections `read`, `scan` and `open` (ReadMeasure.swift) run only when named in --only.
 //
 // Each repetition runs every variant of a section back to back, in an order that rotates from
 // one repetition to the next, so that slow phases of a shared, noisy machine hit all variants
@@ -35,6 +38,11 @@ struct Settings {
     var writers = [1, 4, 16, 64]
     var modes: [Log.SyncMode] = [.msync, .uring, .fdatasync]
     var seconds = 2.0
+    var readRecords = 1_000_000
+    var scanBytes = 256 << 20
+    var openGiB = 10
+    var openDir: String?
+    var keepOpenLog = false
 }
 
 nonisolated(unsafe) var settings = Settings()  // written once, before anything runs
@@ -54,11 +62,17 @@ do {
         case "--writers": settings.writers = value(arg).split(separator: ",").map { Int($0)! }
         case "--modes": settings.modes = value(arg).split(separator: ",").map { Log.SyncMode(rawValue: String($0))! }
         case "--seconds": settings.seconds = Double(value(arg))!
+        case "--read-records": settings.readRecords = Int(value(arg))!
+        case "--scan-bytes": settings.scanBytes = Int(value(arg))!
+        case "--open-gib": settings.openGiB = Int(value(arg))!
+        case "--open-dir": settings.openDir = value(arg)
+        case "--keep-open-log": settings.keepOpenLog = true
         case "--only": settings.sections = Set(value(arg).split(separator: ",").map(String.init))
         case "-h", "--help":
             say("usage: LogStoreMeasure [--reps N] [--records N] [--bulk N] [--crc-bytes N] [--dir PATH] "
                 + "[--only serial,bulk,crc,prealloc,folio,recovery,concurrent] [--writers 1,4,16,64] "
-                + "[--modes msync,uring,fdatasync] [--seconds S]")
+                + "[--modes msync,uring,fdatasync] [--seconds S] [--only read,scan,open] [--read-records N] "
+                + "[--scan-bytes N] [--open-gib N] [--open-dir PATH] [--keep-open-log]")
             exit(0)
         default: fatalError("unknown argument \(arg)")
         }
@@ -531,6 +545,18 @@ if settings.sections.contains("concurrent") {
         }
     }
     summary.append("")
+}
+
+if settings.sections.contains("read") {
+    summary += try measureRandomReads(dir: settings.dir, reps: settings.reps, records: settings.readRecords, reads: 1_000_000)
+}
+if settings.sections.contains("scan") {
+    summary += try measureScans(dir: settings.dir, reps: settings.reps, bytes: settings.scanBytes)
+}
+if settings.sections.contains("open") {
+    summary += try measureOpen(
+        directory: settings.openDir ?? settings.dir + "/logstore-measure-open-\(settings.openGiB)g", reps: settings.reps,
+        bytes: settings.openGiB << 30, keep: settings.keepOpenLog)
 }
 
 say("\n== medians over \(settings.reps) repetitions ==\n")

@@ -36,8 +36,13 @@ extension LogCtl {
             let log = try Log.openReadOnly(log.directory)
             defer { try? log.close() }
             var printed = 0
-            for record in log.records(from: from) {
+            let first = max(from ?? log.firstLSN, log.firstLSN)
+            guard first <= log.writtenLSN else { return }
+            // By LSN rather than `records(from:)`, so that damage found reading a sealed segment
+            // (not checked at open after a clean close) is an error, not the end of the dump.
+            for lsn in first...log.writtenLSN {
                 if let limit, printed >= limit { break }
+                let record = try log.record(lsn)
                 if format.json {
                     printJSON(
                         Line(lsn: record.lsn, segment: record.segment, offset: record.offset,
