@@ -805,7 +805,8 @@ public final class Log: Sendable {
 
     /// Records from `start` (default `firstLSN`) through `end` (default the `writtenLSN` of now),
     /// copied. The sequence ends early at a record that cannot be read (a sealed segment found
-    /// damaged on first read); `forEachRecord(in:_:)` and `record(_:)` throw instead.
+    /// damaged on first read); `forEachRecord(in:verifyingChecksums:_:)` and `record(_:)` throw
+    /// instead.
     public func records(from start: LSN? = nil, through end: LSN? = nil) -> Records {
         let (first, written) = state.withLock { ($0.firstLSN, $0.writtenLSN) }
         return Records(log: self, nextLSN: max(start ?? first, first), lastLSN: min(end ?? written, written))
