@@ -12,8 +12,11 @@ let package = Package(
         .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.1", traits: ["MallocInterposer"]),
     ],
     targets: [
-        // Temporary directories, clock, and the raw pwrite+fdatasync baseline, shared by both.
-        .target(name: "BenchSupport", path: "Sources/BenchSupport"),
+        // Temporary directories, clock, the raw pwrite+fdatasync baseline and the logs the read
+        // benchmarks read, shared by both.
+        .target(
+            name: "BenchSupport", dependencies: [.product(name: "LogStore", package: "LogStore")],
+            path: "Sources/BenchSupport"),
         // ordo-one/benchmark suite: `swift package --disable-sandbox benchmark`.
         .executableTarget(
             name: "LogStoreBenchmarks",

@@ -54,6 +54,11 @@ public final class Log: Sendable {
         /// Dimensions added to every metric, e.g. `[("log", "orders")]` or the log directory,
         /// to tell apart several logs in one process.
         public var metricsDimensions: [(String, String)] = []
+        /// Parse and CRC-check every record of every segment at open, even after a clean close.
+        /// Off, an open after a clean close checks only the last segment and checks each
+        /// sealed one when a record in it is first read (FORMAT.md §8.7); after a crash every
+        /// open checks everything either way.
+        public var checkSealedSegmentsAtOpen = false
 
         /// Options with the given values and the defaults for the rest (`commitAlignment`,
         /// `logger` and the metrics options are set as properties).
@@ -154,6 +159,12 @@ public final class Log: Sendable {
         /// Set for a segment rolled into but maybe not installed yet: the next commit waits for
         /// its installation before acknowledging anything in it.
         var pendingInstall: PendingInstall? = nil
+        /// Set for a sealed segment whose records the open did not check (after a clean close):
+        /// `recordOffsets` is empty, `end` is the segment size, and the index is built on first
+        /// read.
+        var deferredIndex: DeferredSegmentIndex? = nil
+
+        var recordCount: Int { deferredIndex?.recordCount ?? recordOffsets.count }
     }
 
     struct State {
@@ -175,6 +186,23 @@ public final class Log: Sendable {
         var suffixCuts: [LSN] = []
         /// Counted by every append, handed to the metrics at syncs, rolls and close.
         var unreportedAppends = AppendCounts()
+
+        /// The position in `segments` of the segment holding `lsn`, by binary search over the
+        /// base LSNs; throws unless `lsn` is in `firstLSN...writtenLSN` of an open log.
+        func segmentIndex(of lsn: LSN, directory: String) throws(LogError) -> Int {
+            if isClosed { throw LogError(.closed, "the log is closed", path: directory) }
+            guard lsn >= firstLSN, lsn <= writtenLSN else {
+                throw LogError(
+                    .lsnOutOfRange, "LSN \(lsn) is outside \(firstLSN)...\(writtenLSN)", path: directory, lsn: lsn)
+            }
+            var low = 0
+            var high = segments.count - 1
+            while low < high {
+                let middle = (low + high + 1) / 2
+                if segments[middle].segment.header.baseLSN <= lsn { low = middle } else { high = middle - 1 }
+            }
+            return low
+        }
 
         func checkUsable() throws(LogError) {
             if isClosed { throw LogError(.closed, "the log is closed") }
@@ -266,8 +294,13 @@ public final class Log: Sendable {
 
     /// Opens the log read-only: no lock, no byte changed. Shows the valid prefix even when
     /// recovery would refuse to open it for writing; `recoveryReport` says what it would do.
-    public static func openReadOnly(_ directory: String) throws(LogError) -> Log {
-        try Log(directory: directory, options: Options(), readOnly: true)
+    ///
+    /// With `checkSealedSegments` every record of every segment is checked at open even after a
+    /// clean close (what `logctl verify` does), instead of each sealed segment on first read.
+    public static func openReadOnly(_ directory: String, checkSealedSegments: Bool = false) throws(LogError) -> Log {
+        var options = Options()
+        options.checkSealedSegmentsAtOpen = checkSealedSegments
+        return try Log(directory: directory, options: options, readOnly: true)
     }
 
     /// Opens the log read-only, with `recoveryReport` planned as a writer opening with
@@ -328,7 +361,10 @@ public final class Log: Sendable {
             try intent.validate(against: named, directory: directory)
             segments = intent.visibleSegments(segments)
         }
-        var scan = LogScanner.scan(segments)
+        // A leftover intent (seen only by a read-only open) is shown carried out, which needs
+        // every segment's record index: only a log without one takes the clean-close path.
+        let fastScan = intent == nil && !options.checkSealedSegmentsAtOpen
+        var scan = (fastScan ? LogScanner.scanAfterCleanClose(segments) : nil) ?? LogScanner.scan(segments)
         if let intent, intent.kind == .suffix { scan = scan.truncated(after: intent.lsn) }
         var report = try Log.plan(scan, mode: options.recovery, readOnly: readOnly, directory: directory)
         if !readOnly {
@@ -350,7 +386,7 @@ public final class Log: Sendable {
             open.append(
                 OpenSegment(segment: segments[index], base: segments[index].base, saltCRC: segments[index].saltCRC,
                             recordOffsets: scanned.recordOffsets, end: scanned.end, syncedEnd: scanned.end,
-                            writeBehindEnd: scanned.end))
+                            writeBehindEnd: scanned.end, deferredIndex: scanned.deferred))
         }
         let written = scan.nextLSN - 1
         watermarkFile = Mutex(
@@ -517,7 +553,8 @@ public final class Log: Sendable {
             outcome: outcome, mode: mode, applied: false, segmentsKept: scan.kept.count, firstLSN: first,
             lastLSN: scan.nextLSN - 1, provenDurableLSN: scan.provenDurableLSN, damage: scan.damage,
             droppedRegions: dropped, removedSegments: scan.orphans.map(\.name), lostLSNs: lost,
-            salvageableLSNs: scan.salvageable, gaps: scan.gaps)
+            salvageableLSNs: scan.salvageable, gaps: scan.gaps,
+            deferredSegments: scan.kept.count(where: { $0.deferred != nil }))
     }
 
     /// The side files in `directory` (sorted): what earlier recoveries removed from the log and
@@ -618,7 +655,9 @@ public final class Log: Sendable {
         throws
     {
         let firstUnproven = scan.provenDurableLSN + 1
-        for (scanned, segment) in zip(scan.kept, segments) where scanned.end > Format.segmentHeaderSize {
+        // A deferred segment is sealed before a close marker, which proves all of it durable.
+        for (scanned, segment) in zip(scan.kept, segments)
+        where scanned.end > Format.segmentHeaderSize && scanned.deferred == nil {
             let base = segment.header.baseLSN
             let start: Int
             if scanned.recordOffsets.isEmpty || firstUnproven <= base {
@@ -886,9 +925,9 @@ public final class Log: Sendable {
     /// The record at `lsn`, which must be in `firstLSN...writtenLSN`.
     public func record(_ lsn: LSN) throws(LogError) -> Record {
         let (segment, offset, cutsSeen) = try locate(lsn)
-        let header = RecordHeader.load(from: segment.base + offset)
-        let payload = Array(
-            UnsafeRawBufferPointer(start: segment.base + offset + Format.recordHeaderSize, count: Int(header.length)))
+        let payload = try withExtendedLifetime(segment) { () throws(LogError) in
+            Array(try segment.payload(ofRecordAt: offset, lsn: lsn))
+        }
         // `removeAfter` zeroes a removed record's bytes in place: a copy it raced with may be torn.
         if truncationError(lsn, cutsSeen: cutsSeen) != nil {
             throw LogError(.lsnOutOfRange, "LSN \(lsn) was removed by removeAfter while it was read", path: directory,
@@ -900,55 +939,81 @@ public final class Log: Sendable {
     /// The payload of the record at `lsn`.
     public func read(_ lsn: LSN) throws(LogError) -> [UInt8] { try record(lsn).payload }
 
-    /// Records from `start` (default `firstLSN`) through `end` (default the `writtenLSN` of now).
+    /// Records from `start` (default `firstLSN`) through `end` (default the `writtenLSN` of now),
+    /// copied, one per `next()`:
+    ///
+    /// ```swift
+    /// var records = log.records(from: 1)
+    /// while let record = try records.next() { ... }
+    /// ```
+    ///
+    /// `next()` throws what `record(_:)` throws, e.g. `corruption` for a sealed segment found
+    /// damaged on its first read, or `lsnOutOfRange` for records removed meanwhile: a reader
+    /// never mistakes damage for the end of the log. For reads without copies see
+    /// `forEachRecord(in:verifyingChecksums:_:)`.
     public func records(from start: LSN? = nil, through end: LSN? = nil) -> Records {
         let (first, written) = state.withLock { ($0.firstLSN, $0.writtenLSN) }
         return Records(log: self, nextLSN: max(start ?? first, first), lastLSN: min(end ?? written, written))
     }
 
-    /// The records of an LSN range, read one at a time (see `records(from:through:)`). It ends
-    /// early if the log is closed meanwhile.
-    public struct Records: Sequence, IteratorProtocol, Sendable {
+    /// The records of an LSN range, read one at a time (see `records(from:through:)`). Not a
+    /// `Sequence`, because reading can fail and a `Sequence` could only end there.
+    public struct Records: Sendable {
         let log: Log
         var nextLSN: LSN
         let lastLSN: LSN
 
-        /// The next record, or nil past the end of the range.
-        public mutating func next() -> Record? {
-            guard nextLSN <= lastLSN, let record = try? log.record(nextLSN) else { return nil }
+        /// The next record, or nil past the end of the range; throws (and throws again if
+        /// called again) when the next record cannot be read.
+        public mutating func next() throws(LogError) -> Record? {
+            guard nextLSN <= lastLSN else { return nil }
+            let record = try log.record(nextLSN)
             nextLSN += 1
             return record
         }
-    }
 
-    func locate(_ lsn: LSN) throws(LogError) -> (Segment, Int, cutsSeen: Int) {
-        try state.withLock { (state) throws(LogError) -> (Segment, Int, cutsSeen: Int) in
-            if state.isClosed { throw LogError(.closed, "the log is closed", path: directory) }
-            guard lsn >= state.firstLSN, lsn <= state.writtenLSN else {
-                throw LogError(
-                    .lsnOutOfRange, "LSN \(lsn) is outside \(state.firstLSN)...\(state.writtenLSN)", path: directory,
-                    lsn: lsn)
-            }
-            var low = 0
-            var high = state.segments.count - 1
-            while low < high {
-                let middle = (low + high + 1) / 2
-                if state.segments[middle].segment.header.baseLSN <= lsn { low = middle } else { high = middle - 1 }
-            }
-            let open = state.segments[low]
-            return (open.segment, Int(open.recordOffsets[Int(lsn - open.segment.header.baseLSN)]),
-                    state.suffixCuts.count)
+        /// The remaining records, copied into an array.
+        public consuming func collect() throws(LogError) -> [Record] {
+            var records: [Record] = []
+            while let record = try next() { records.append(record) }
+            return records
         }
     }
 
-    /// The segments, oldest first.
-    public var segments: [SegmentInfo] {
-        state.withLock { state in
-            state.segments.map {
-                SegmentInfo(
-                    name: $0.segment.name, id: $0.segment.id, baseLSN: $0.segment.header.baseLSN,
-                    recordCount: $0.recordOffsets.count, bytesUsed: $0.end, bytesAllocated: $0.segment.size)
+    /// The segment holding `lsn`, the offset of its record and the number of suffix truncations
+    /// so far: O(log segments) under the state lock, then O(1) (a segment not checked at open
+    /// is first indexed, outside the lock).
+    func locate(_ lsn: LSN) throws(LogError) -> (Segment, Int, cutsSeen: Int) {
+        let (segment, offset, deferred, cutsSeen) = try state.withLock {
+            (state) throws(LogError) -> (Segment, Int, DeferredSegmentIndex?, Int) in
+            let index = try state.segmentIndex(of: lsn, directory: directory)
+            let segment = state.segments[index].segment
+            if let deferred = state.segments[index].deferredIndex {
+                return (segment, 0, deferred, state.suffixCuts.count)
             }
+            return (segment, Int(state.segments[index].recordOffsets[Int(lsn - segment.header.baseLSN)]), nil,
+                    state.suffixCuts.count)
+        }
+        guard let deferred else { return (segment, offset, cutsSeen) }
+        return (segment, try deferred.offset(of: lsn), cutsSeen)
+    }
+
+    /// The segments, oldest first. For a sealed segment not checked at open (after a clean
+    /// close), `bytesUsed` indexes it first (one pass over its records).
+    public var segments: [SegmentInfo] {
+        let infos = state.withLock { state in
+            state.segments.map {
+                (SegmentInfo(
+                    name: $0.segment.name, id: $0.segment.id, baseLSN: $0.segment.header.baseLSN,
+                    recordCount: $0.recordCount, bytesUsed: $0.end, bytesAllocated: $0.segment.size),
+                 $0.deferredIndex)
+            }
+        }
+        // Outside the lock: indexing a deferred segment is a pass over all of it.
+        return infos.map { info, deferred in
+            var info = info
+            if let deferred { info.bytesUsed = deferred.index.end }
+            return info
         }
     }
 

@@ -21,7 +21,11 @@ struct LogScanner {
         var end: Int
         var durableClaim: LSN
         var endsWithCloseMarker = false
-        var lastLSN: LSN { segment.header.baseLSN + LSN(recordOffsets.count) - 1 }
+        /// Set for a sealed segment that an open after a clean close did not parse
+        /// (`scanAfterCleanClose`): `recordOffsets` is empty and `end` is the segment size.
+        var deferred: DeferredSegmentIndex? = nil
+        var recordCount: Int { deferred?.recordCount ?? recordOffsets.count }
+        var lastLSN: LSN { segment.header.baseLSN + LSN(recordCount) - 1 }
     }
 
     /// What valid records past a cut claim.

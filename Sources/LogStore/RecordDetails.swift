@@ -36,13 +36,16 @@ extension Log {
     /// The record at `lsn` with its header, which must be in `firstLSN...writtenLSN`.
     public func recordDetails(_ lsn: LSN) throws(LogError) -> RecordDetails {
         let (segment, offset, _) = try locate(lsn)
-        let start = segment.base + offset
-        let header = RecordHeader.load(from: start)
-        return RecordDetails(
-            lsn: lsn, segment: segment.name, offset: offset, crc: header.crc, durableLSN: header.durableLSN,
-            type: header.type, flags: header.flags,
-            headerBytes: Array(UnsafeRawBufferPointer(start: start, count: Format.recordHeaderSize)),
-            payload: Array(
-                UnsafeRawBufferPointer(start: start + Format.recordHeaderSize, count: Int(header.length))))
+        return try withExtendedLifetime(segment) { () throws(LogError) -> RecordDetails in
+            let (header, payload) = try segment.record(at: offset)
+            guard header.type == Format.recordTypeData, header.lsn == lsn else {
+                throw segment.changedRecord(at: offset, lsn: lsn)
+            }
+            return RecordDetails(
+                lsn: lsn, segment: segment.name, offset: offset, crc: header.crc, durableLSN: header.durableLSN,
+                type: header.type, flags: header.flags,
+                headerBytes: Array(UnsafeRawBufferPointer(start: segment.base + offset, count: Format.recordHeaderSize)),
+                payload: Array(payload))
+        }
     }
 }

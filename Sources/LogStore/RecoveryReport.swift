@@ -101,6 +101,11 @@ public struct RecoveryReport: Sendable, Equatable {
     /// `{"data":"<base64 payload>","durable_lsn":…,"length":…,"lsn":…,"offset":…,"segment":"…"}`
     /// (segment and offset say where the record was). Nil when there was nothing to export.
     public var salvageFile: String?
+    /// Sealed segments whose records this open did not check because the log was closed
+    /// cleanly (FORMAT.md §8.7): each is checked the first time one of its records is read,
+    /// and damage found then is a `corruption` error of that read. 0 after a crash (every
+    /// record was checked) and with `checkSealedSegmentsAtOpen`.
+    public var deferredSegments = 0
 
     /// Whether a writer opening with `mode` refuses a log whose scan found `outcome`: damage to
     /// durable data unless the mode keeps the prefix (point-in-time, salvage), and any torn

@@ -195,7 +195,7 @@ extension Log {
         var index = state.segments.count - 1
         while state.segments[index].segment.header.baseLSN > lsn + 1 { index -= 1 }
         let cut = state.segments[index]
-        let offset = cut.offset(ofRecord: lsn + 1)
+        let offset = try cut.offset(ofRecord: lsn + 1)
         plan.removedSegments = state.segments[(index + 1)...].map(\.segment.name)
         plan.cutSegment = cut.segment.name
         plan.cutOffset = offset
@@ -271,15 +271,24 @@ extension Log {
 // How truncation reads and trims a segment's record index: the only places it touches
 // `recordOffsets`, so that a change to how the index is kept has one spot to adapt.
 extension Log.OpenSegment {
-    /// The offset of record `lsn`, which this segment holds.
-    fileprivate func offset(ofRecord lsn: LSN) -> Int {
-        Int(recordOffsets[Int(lsn - segment.header.baseLSN)])
+    /// The offset of record `lsn`, which this segment holds; a sealed segment not checked at
+    /// open is indexed first, which throws `corruption` if it is damaged before `lsn`.
+    fileprivate func offset(ofRecord lsn: LSN) throws(LogError) -> Int {
+        if let deferredIndex { return try deferredIndex.cutOffset(before: lsn) }
+        return Int(recordOffsets[Int(lsn - segment.header.baseLSN)])
     }
 
     /// Forgets the records from `lsn` on, which started at `offset`; the segment's records
-    /// (and the padding after the cut) then end at `end`.
+    /// (and the padding after the cut) then end at `end`. A deferred segment (indexed by
+    /// `offset(ofRecord:)` already) becomes an ordinary one: it is the active segment now.
     fileprivate mutating func forgetRecords(from lsn: LSN, cutAt offset: Int, endingAt end: Int) {
-        recordOffsets.removeSubrange(Int(lsn - segment.header.baseLSN)...)
+        let kept = Int(lsn - segment.header.baseLSN)
+        if let deferredIndex {
+            recordOffsets = Array(deferredIndex.index.offsets.prefix(kept))
+            self.deferredIndex = nil
+        } else {
+            recordOffsets.removeSubrange(kept...)
+        }
         self.end = end
         syncedEnd = min(syncedEnd, offset)
         writeBehindEnd = min(writeBehindEnd, offset)

@@ -742,7 +742,7 @@ struct FlipOpener {
         switch kind {
         case .recordCovered:
             let span = layout.spans[owner]
-            let kept = Array(opened.records())
+            let kept = (try opened.records().collect())
             if report.outcome != .corruption || report.lostLSNs != span.lsn...last || report.damage?.offset != UInt64(span.offset)
                 || kept != Array(layout.records.prefix(owner)) || opened.writtenLSN != span.lsn - 1
             {
@@ -826,7 +826,7 @@ struct TruncationState {
             try log.append(payload(index, seed: seed, maxLength: 300))
             index += 1
         }
-        let records = Array(log.records())
+        let records = (try log.records().collect())
         let uncommitted = TruncationState(
             label: "uncommitted tail", files: try segmentImages(source.path), records: records, markerOffset: nil)
         try log.close()
@@ -920,7 +920,7 @@ struct TruncationState {
 
         let reader = try Log.openReadOnly(work.path)
         let report = reader.recoveryReport
-        let shown = Array(reader.records(from: recent))
+        let shown = (try reader.records(from: recent).collect())
         try reader.close()
         if sealedAndWhole {
             // Only zeros after the sealed segment's last record were lost; segment 2 chains on.
@@ -965,8 +965,8 @@ struct TruncationState {
         let writer = try Log.open(work.path, options: options(recovery: .pointInTime, sync: .none))
         let pit = writer.recoveryReport
         let lost = next...(segment == last ? next : lastLSN)
-        if pit.outcome != .corruption || pit.lostLSNs != lost || writer.writtenLSN != next - 1
-            || Array(writer.records(from: recent)) != expectedShown
+        if try pit.outcome != .corruption || pit.lostLSNs != lost || writer.writtenLSN != next - 1
+            || (writer.records(from: recent).collect()) != expectedShown
             || pit.removedSegments != (segment == last ? [] : [last])
         {
             failures.fail("\(where_): point-in-time \(pit.outcome) lost \(String(describing: pit.lostLSNs)) written "
@@ -985,8 +985,8 @@ struct TruncationState {
         try resparsify(fd, keeping: alignUp(end + Format.recordFootprint(payloadLength: 9), to: Format.pageSize), size: 1 << 20)
         close(fd)
         let again = try Log.openReadOnly(work.path)
-        if again.recoveryReport.outcome != .clean || again.writtenLSN != next
-            || (try? again.read(next)) != Array("after cut".utf8) || Array(again.records(from: recent).dropLast()) != expectedShown
+        if try again.recoveryReport.outcome != .clean || again.writtenLSN != next
+            || (try? again.read(next)) != Array("after cut".utf8) || Array((again.records(from: recent).collect()).dropLast()) != expectedShown
         {
             failures.fail("\(where_): after point-in-time, reopened \(again.recoveryReport.outcome) written \(again.writtenLSN)")
         }
@@ -1089,7 +1089,7 @@ struct TailLog {
                 let installed = source.child(Format.segmentFileName(id: 2))
                 for _ in 0..<1000 where !FileManager.default.fileExists(atPath: installed) { usleep(1000) }
             }
-            built.append((try segmentImages(source.path), Array(log.records()), committed))
+            built.append((try segmentImages(source.path), (try log.records().collect()), committed))
             try log.close()
         }
         let log = TailLog(shape: shape, files: built[0].files, twin: built[1].files, records: built[0].records,
@@ -1173,7 +1173,7 @@ struct TailLog {
         let log = try Log.open(work.path, options: options(sync: .none))
         let report = log.recoveryReport
         let recent = max(1, kept - 30)
-        let shown = Array(log.records(from: LSN(recent)))
+        let shown = (try log.records(from: LSN(recent)).collect())
         if report.outcome != expected || log.writtenLSN != LSN(kept) || report.lostLSNs != nil
             || (expected == .tornTail) != (report.damage != nil) || (report.damage.map { $0.lsn != LSN(kept + 1) } ?? false)
             || report.removedSegments != removed || shown != Array(records[(recent - 1)..<kept])
@@ -1314,7 +1314,7 @@ struct FullDiskWorkload {
         if !leftovers().isEmpty { failures.fail("\(label): left \(leftovers()) after closing") }
 
         let reopened = try Log.open(directory, options: options())
-        let records = Array(reopened.records())
+        let records = (try reopened.records().collect())
         if reopened.recoveryReport.outcome != .clean || records.count != index || reopened.segments.count != segments {
             failures.fail("\(label): reopened \(reopened.recoveryReport.outcome) with \(records.count) records in "
                           + "\(reopened.segments.count) segments, expected \(index) in \(segments)")

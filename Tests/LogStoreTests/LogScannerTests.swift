@@ -36,7 +36,7 @@ import Testing
             // Read-only: shows exactly the complete records, reports the truncation, changes nothing.
             let reader = try Log.openReadOnly(work.path)
             #expect(reader.writtenLSN == LSN(complete.count), "cut at \(cut)")
-            #expect(Array(reader.records()) == complete, "cut at \(cut)")
+            #expect((try reader.records().collect()) == complete, "cut at \(cut)")
             #expect(reader.recoveryReport.outcome == .corruption, "cut at \(cut)")
             #expect(reader.recoveryReport.damage?.reason.contains("truncated") == true)
             try reader.close()
@@ -46,7 +46,7 @@ import Testing
             let refused = expectLogError(.corruption) { _ = try Log.open(work.path, options: options()) }
             #expect(refused?.offset == UInt64(complete.last.map { $0.offset + Format.recordFootprint(payloadLength: $0.payload.count) } ?? 4096))
             let writer = try Log.open(work.path, options: options(recovery: .pointInTime))
-            #expect(Array(writer.records()) == complete, "cut at \(cut)")
+            #expect((try writer.records().collect()) == complete, "cut at \(cut)")
             let next = try writer.appendAndCommit(Array("after cut".utf8))
             #expect(next == LSN(complete.count + 1))
             try writer.close()
@@ -81,7 +81,7 @@ import Testing
         try log.commit()
         for index in 20..<30 { try log.appendAndCommit(payload(index)) }
         for index in 30..<40 { try log.append(payload(index)) }
-        let records = Array(log.records())
+        let records = (try log.records().collect())
         let end = log.segments[0].bytesUsed
         _ = consume log
         // The uncommitted records 31...40 claim 30 durable; nothing vouches for them.
@@ -108,7 +108,7 @@ import Testing
         for index in 0..<committed { try log.append(payload(index)) }
         try log.commit()
         for index in committed..<(committed + uncommitted) { try log.append(payload(index)) }
-        let records = Array(log.records())
+        let records = (try log.records().collect())
         let segment = log.segments[0]
         let committedEnd = records[committed].offset
         return (try snapshot(source.path), records, committedEnd, segment.bytesUsed)
@@ -136,7 +136,7 @@ import Testing
             try restore(damaged, into: work.path)
             let log = try Log.open(work.path, options: options())
             let report = log.recoveryReport
-            let kept = Array(log.records())
+            let kept = (try log.records().collect())
             #expect(kept.count >= 30, "sector \(sector): committed records lost")
             #expect(kept == Array(records.prefix(kept.count)), "sector \(sector): kept records differ")
             if kept.count < records.count {
@@ -151,7 +151,7 @@ import Testing
             log.close(ignoringErrors: ())
             let reopened = try Log.open(work.path, options: options())
             #expect(reopened.recoveryReport.outcome == .clean, "sector \(sector)")
-            #expect(Array(reopened.records()).map(\.payload) == kept.map(\.payload) + [marker])
+            #expect((try reopened.records().collect()).map(\.payload) == kept.map(\.payload) + [marker])
             try reopened.close()
             sector += 512
         }
@@ -170,7 +170,7 @@ import Testing
         damaged[segmentName]!.replaceSubrange(hole..<(hole + 4096), with: [UInt8](repeating: 0, count: 4096))
         try restore(damaged, into: work.path)
         let log = try Log.open(work.path, options: options())
-        let kept = Array(log.records())
+        let kept = (try log.records().collect())
         #expect(log.recoveryReport.outcome == .tornTail)
         #expect(kept.count < records.count)
         // Re-append the very same payloads the lost records had, so the new records land at the
@@ -243,7 +243,7 @@ import Testing
         #expect(report.outcome == .corruption)
         #expect(report.lostLSNs == 10...20)
         #expect(report.lastLSN == 9)
-        #expect(Array(log.records()) == Array(records.prefix(9)))
+        #expect((try log.records().collect()) == Array(records.prefix(9)))
         #expect(try log.appendAndCommit([1]) == 10)
         try log.close()
         #expect(try Log.openReadOnly(work.path).recoveryReport.outcome == .clean)
@@ -299,8 +299,11 @@ import Testing
             try log.appendAndCommit(payload(index, maxLength: 2000))
             index += 1
         }
-        let records = Array(log.records())
-        try log.close()
+        let records = (try log.records().collect())
+        // Dropped without close (a crash): after a clean close the open would not read the
+        // sealed segment, and the damage is reported by the first read of it instead
+        // (DeferredSegmentIndexTests).
+        _ = consume log
         let victim = records[records.count / 4]
         var files = try snapshot(source.path)
         files[victim.segment]!.replaceSubrange(victim.offset..<(victim.offset + 32), with: [UInt8](repeating: 0, count: 32))
@@ -320,19 +323,19 @@ import Testing
         for index in 0..<10 { try log.appendAndCommit(payload(index, maxLength: 1000)) }
         var index = 10
         while log.segments.count < 2 { try log.append(payload(index, maxLength: 1000)); index += 1 }
-        let records = Array(log.records())
+        let records = (try log.records().collect())
         let files = try snapshot(source.path)
         _ = consume log
         var damaged = files
         damaged[Format.segmentFileName(id: 1)]![records[20].offset + 1] ^= 0xFF
         let full = TemporaryDirectory("full")
         try restore(damaged, into: full.path)
-        let expected = Array(try Log.open(full.path, options: options()).records())
+        let expected = (try Log.open(full.path, options: options()).records().collect())
         damaged[Format.segmentFileName(id: 2)] = nil
         let partial = TemporaryDirectory("partial")
         try restore(damaged, into: partial.path)
         let again = try Log.open(partial.path, options: options())
-        #expect(Array(again.records()) == expected)
+        #expect((try again.records().collect()) == expected)
         #expect(expected.count == 20)
 
         // And a crash halfway through zeroing the torn bytes: the first half is zero, the rest
@@ -346,7 +349,7 @@ import Testing
         try restore(damaged, into: halfZeroed.path)
         let third = try Log.open(halfZeroed.path, options: options())
         #expect(third.recoveryReport.outcome == .tornTail)
-        #expect(Array(third.records()) == expected)
+        #expect((try third.records().collect()) == expected)
     }
 }
 

@@ -10,7 +10,8 @@ import Testing
         let log = try Log.open(path, options: .init(createIfMissing: true))
         let lsn = try log.append(Array("set x = 1".utf8))   // written, not yet durable
         try log.commit()                                     // now durable: log.durableLSN >= lsn
-        for record in log.records(from: 1) {
+        var records = log.records(from: 1)
+        while let record = try records.next() {
             print(record.lsn, String(decoding: record.payload, as: UTF8.self))
         }
         print(log.recoveryReport.outcome)                    // .clean, .tornTail or .corruption

@@ -197,7 +197,16 @@ import Testing
             let log = try Log.openReadOnly(directory)
             report = log.recoveryReport
             var next = log.firstLSN
-            for record in log.records() {
+            var records = log.records()
+            while true {
+                let record: Log.Record
+                do throws(LogError) {
+                    guard let read = try records.next() else { break }
+                    record = read
+                } catch {
+                    failures.append("records() threw \(error) at LSN \(next) of a log that opened")
+                    break
+                }
                 if record.lsn != next { failures.append("records() gave LSN \(record.lsn) where \(next) was expected") }
                 next = record.lsn + 1
             }

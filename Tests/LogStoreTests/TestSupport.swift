@@ -63,7 +63,7 @@ func segmentPath(_ directory: String, id: UInt64 = 1) -> String {
 func readAll(_ directory: String) throws -> [Log.Record] {
     let log = try Log.openReadOnly(directory)
     defer { try? log.close() }
-    return Array(log.records())
+    return (try log.records().collect())
 }
 
 /// Runs `body` expecting a LogError with `code`; returns it.
@@ -133,5 +133,5 @@ func logWithAnUnacknowledgedRoll(_ directory: String) throws -> [Log.Record] {
     FaultInjection.arm(.sync, directory: directory, after: 1, errno: .ioError)
     defer { FaultInjection.disarm(directory: directory) }
     #expect(throws: LogError.self) { try log.commit() }
-    return Array(log.records())
+    return (try log.records().collect())
 }

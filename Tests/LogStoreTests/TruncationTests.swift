@@ -48,7 +48,7 @@ import Testing
         #expect(reopened.recoveryReport.outcome == .clean)
         #expect(reopened.firstLSN == bases[2])
         #expect(reopened.writtenLSN == next)
-        #expect(Array(reopened.records()).map(\.payload) == Array(appended[(Int(bases[2]) - 1)...]) + [Array("after".utf8)])
+        #expect((try reopened.records().collect()).map(\.payload) == Array(appended[(Int(bases[2]) - 1)...]) + [Array("after".utf8)])
         try reopened.close()
     }
 
@@ -75,7 +75,7 @@ import Testing
         try log.removeBefore(log.segments[2].baseLSN)
         #expect(try Self.segmentNames(directory.path).count == 1)
         // Unlinked, not shortened: the reader's mappings stay valid (no SIGBUS).
-        for record in reader.records() { #expect(record.payload == appended[Int(record.lsn) - 1]) }
+        for record in try reader.records().collect() { #expect(record.payload == appended[Int(record.lsn) - 1]) }
         try reader.close()
         try log.close()
     }
@@ -105,7 +105,7 @@ import Testing
         let reopened = try Log.open(directory.path, options: options())
         #expect(reopened.recoveryReport.outcome == .clean)
         let expected = Array(appended[0..<Int(lsn)]) + replacement
-        #expect(Array(reopened.records()).map(\.payload) == expected)
+        #expect((try reopened.records().collect()).map(\.payload) == expected)
         try reopened.close()
     }
 
@@ -131,7 +131,7 @@ import Testing
         try log.removeAfter(first - 1)
         #expect(log.writtenLSN == first - 1)
         #expect(log.firstLSN == first)
-        #expect(Array(log.records()).isEmpty)
+        #expect((try log.records().collect()).isEmpty)
         #expect(try log.appendAndCommit(Array("again".utf8)) == first)
         try log.close()
         let reopened = try Log.open(directory.path, options: options())
@@ -231,7 +231,7 @@ import Testing
             try await group.waitForAll()
         }
         #expect(shared.failures.withLock { $0 }.allSatisfy { $0.code == .truncated }, "\(shared.failures.withLock { $0 })")
-        let final = Dictionary(uniqueKeysWithValues: Array(log.records(from: base + 1)).map { ($0.lsn, $0.payload) })
+        let final = Dictionary(uniqueKeysWithValues: (try log.records(from: base + 1).collect()).map { ($0.lsn, $0.payload) })
         let allCuts = shared.cuts.withLock { $0 }
         #expect(allCuts.count == 20)
         for outcome in shared.outcomes.withLock({ $0 }) where allCuts[outcome.cutsBefore...].allSatisfy({ $0 >= outcome.lsn }) {
@@ -268,7 +268,7 @@ import Testing
         let reader = try Log.openReadOnly(crashed.path)
         #expect(reader.writtenLSN == lsn)
         #expect(reader.segments.map(\.id) == [1, 2])
-        #expect(Array(reader.records()).map(\.payload) == Array(appended[0..<Int(lsn)]))
+        #expect((try reader.records().collect()).map(\.payload) == Array(appended[0..<Int(lsn)]))
         try reader.close()
         #expect(try snapshot(crashed.path) == before)
 

@@ -67,7 +67,7 @@ import Testing
         // Torn: records written without any sync, so nothing vouches for them; garble the last.
         let torn = scratch.child("torn")
         try makeLog(torn, lines: (1...50).map { "record \($0)" }, arguments: ["--sync", "none"])
-        let tornRecords = try Log.openReadOnly(torn).records().map { $0 }
+        let tornRecords = try Log.openReadOnly(torn).records().collect()
         try garble(segment: torn + "/00000000000000000001.seg", at: tornRecords[49].offset + 33)
         let tornResult = try logctl(["verify", torn])
         #expect(tornResult.status == 1, "\(tornResult.stdout)")
@@ -79,7 +79,7 @@ import Testing
         // Corrupt: a committed record followed by later committed records.
         let corrupt = scratch.child("corrupt")
         try makeLog(corrupt, lines: (1...50).map { "record \($0)" })
-        let records = try Log.openReadOnly(corrupt).records().map { $0 }
+        let records = try Log.openReadOnly(corrupt).records().collect()
         try garble(segment: corrupt + "/00000000000000000001.seg", at: records[20].offset + 34)
         let before = try snapshot(corrupt)
         let bad = try logctl(["verify", corrupt])
@@ -200,7 +200,7 @@ import Testing
         let scratch = Scratch()
         let directory = scratch.child("log")
         try makeLog(directory, lines: (1...30).map { "r\($0)" }, arguments: ["--sync", "none"])
-        let records = try Log.openReadOnly(directory).records().map { $0 }
+        let records = try Log.openReadOnly(directory).records().collect()
         try garble(segment: directory + "/00000000000000000001.seg", at: records[29].offset + 2)
         let before = try snapshot(directory)
         for command in [["verify", directory], ["verify", directory, "--json"], ["dump", directory], ["stat", directory]] {
@@ -249,7 +249,7 @@ import Testing
         let scratch = Scratch()
         let directory = scratch.child("log")
         try makeLog(directory, lines: (1...50).map { "record \($0)" })
-        let records = try Log.openReadOnly(directory).records().map { $0 }
+        let records = try Log.openReadOnly(directory).records().collect()
         try garble(segment: directory + "/00000000000000000001.seg", at: records[20].offset + 34)
 
         let planJSON = try logctl(["verify", directory, "--json"])
@@ -325,7 +325,7 @@ import Testing
         let scratch = Scratch()
         let directory = scratch.child("log")
         try makeLog(directory, lines: (1...30).map { "r\($0)" })
-        let records = try Log.openReadOnly(directory).records().map { $0 }
+        let records = try Log.openReadOnly(directory).records().collect()
         let segment = directory + "/00000000000000000001.seg"
         try garble(segment: segment, at: records[9].offset + 33)
         let damaged = try Data(contentsOf: URL(fileURLWithPath: segment))

@@ -138,7 +138,7 @@ func makeLog(_ directory: String, _ lines: [String], arguments: [String] = []) t
     let result = try logctl(["append", directory, "--create", "--segment-size", "1M"] + arguments,
                             input: lines.joined(separator: "\n") + "\n")
     #expect(result.status == 0, "\(result.stderr)")
-    return try Log.openReadOnly(directory).records().map { $0 }
+    return try Log.openReadOnly(directory).records().collect()
 }
 
 /// XORs `mask` into the byte `delta` bytes into `record` (32: its payload's first byte).

@@ -12,7 +12,7 @@ import Testing
         let appended = try logctl(["append", directory, "--create", "--segment-size", "1M", "--batch", "50"],
                                   input: lines.joined(separator: "\n") + "\n")
         #expect(appended.status == 0)
-        let records = try Log.openReadOnly(directory).records().map { $0 }
+        let records = try Log.openReadOnly(directory).records().collect()
         #expect(Set(records.map(\.segment)).count == 3)
         return (directory, records)
     }

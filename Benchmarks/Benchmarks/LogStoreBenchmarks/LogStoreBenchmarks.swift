@@ -342,4 +342,6 @@ let benchmarks: @Sendable () -> Void = {
             teardown: { fixture.tearDown() }
         )
     }
+
+    registerReadBenchmarks()
 }

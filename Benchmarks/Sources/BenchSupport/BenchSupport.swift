@@ -26,7 +26,14 @@ public enum Bench {
 
     /// Removes the files in `path` (one level, as a log directory has) and then `path`.
     public static func removeDirectory(_ path: String) {
-        guard let dir = opendir(path) else { return }
+        for name in fileNames(in: path) { unlink(path + "/" + name) }
+        rmdir(path)
+    }
+
+    /// The names in directory `path` but `.` and `..` (none if it cannot be opened).
+    public static func fileNames(in path: String) -> [String] {
+        guard let dir = opendir(path) else { return [] }
+        defer { closedir(dir) }
         var names: [String] = []
         while let entry = readdir(dir) {
             let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
@@ -34,9 +41,7 @@ public enum Bench {
             }
             if name != "." && name != ".." { names.append(name) }
         }
-        closedir(dir)
-        for name in names { unlink(path + "/" + name) }
-        rmdir(path)
+        return names
     }
 
     /// `count` bytes of a fixed, non-zero pattern.

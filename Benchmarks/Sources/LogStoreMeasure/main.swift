@@ -2,6 +2,9 @@
 //
 //   swift run -c release LogStoreMeasure [--reps 5] [--records 5000] [--bulk 1000000]
 //       [--crc-bytes 4294967296] [--dir /tmp] [--only serial,bulk,crc,prealloc,folio,recovery]
+//       [--read-records 1000000] [--scan-bytes 268435456] [--open-gib 10] [--open-dir PATH] [--keep-open-log]
+//
+// Sections `read`, `scan` and `open` (ReadMeasure.swift) run only when named in --only.
 //
 // Each repetition runs every variant of a section back to back, in an order that rotates from
 // one repetition to the next, so that slow phases of a shared, noisy machine hit all variants
@@ -37,6 +40,11 @@ struct Settings {
     var seconds = 2.0
     var tailRecords = 2_000
     var tailGapMicroseconds: UInt32 = 1_000
+    var readRecords = 1_000_000
+    var scanBytes = 256 << 20
+    var openGiB = 10
+    var openDir: String?
+    var keepOpenLog = false
 }
 
 nonisolated(unsafe) var settings = Settings()  // written once, before anything runs
@@ -61,11 +69,17 @@ do {
             do { try runTailReader(directory: directory, count: Int(value(arg))!) } catch { fatalError("\(error)") }
         case "--tail-records": settings.tailRecords = Int(value(arg))!
         case "--tail-gap-us": settings.tailGapMicroseconds = UInt32(value(arg))!
+        case "--read-records": settings.readRecords = Int(value(arg))!
+        case "--scan-bytes": settings.scanBytes = Int(value(arg))!
+        case "--open-gib": settings.openGiB = Int(value(arg))!
+        case "--open-dir": settings.openDir = value(arg)
+        case "--keep-open-log": settings.keepOpenLog = true
         case "--only": settings.sections = Set(value(arg).split(separator: ",").map(String.init))
         case "-h", "--help":
             say("usage: LogStoreMeasure [--reps N] [--records N] [--bulk N] [--crc-bytes N] [--dir PATH] "
-                + "[--only serial,bulk,crc,prealloc,folio,recovery,concurrent,tail] [--writers 1,4,16,64] "
-                + "[--modes msync,uring,fdatasync] [--seconds S] [--tail-records N] [--tail-gap-us N]")
+                + "[--only serial,bulk,crc,prealloc,folio,recovery,concurrent,tail,read,scan,open] [--writers 1,4,16,64] "
+                + "[--modes msync,uring,fdatasync] [--seconds S] [--tail-records N] [--tail-gap-us N] "
+                + "[--read-records N] [--scan-bytes N] [--open-gib N] [--open-dir PATH] [--keep-open-log]")
             exit(0)
         default: fatalError("unknown argument \(arg)")
         }
@@ -566,6 +580,17 @@ if settings.sections.contains("tail") {
             + "\(fmt(Bench.median(rs.map(\.appendP99)))) | \(fmt(Bench.median(rs.map(\.commitP50)))) |")
     }
     summary.append("")
+}
+if settings.sections.contains("read") {
+    summary += try measureRandomReads(dir: settings.dir, reps: settings.reps, records: settings.readRecords, reads: 1_000_000)
+}
+if settings.sections.contains("scan") {
+    summary += try measureScans(dir: settings.dir, reps: settings.reps, bytes: settings.scanBytes)
+}
+if settings.sections.contains("open") {
+    summary += try measureOpen(
+        directory: settings.openDir ?? settings.dir + "/logstore-measure-open-\(settings.openGiB)g", reps: settings.reps,
+        bytes: settings.openGiB << 30, keep: settings.keepOpenLog)
 }
 
 say("\n== medians over \(settings.reps) repetitions ==\n")

@@ -79,7 +79,7 @@ extension LogCtl {
             }
             let report: RecoveryReport
             do {
-                report = try Log.openReadOnly(log.directory).recoveryReport
+                report = try Log.openReadOnly(log.directory, checkSealedSegments: true).recoveryReport
             } catch {
                 // Damage found before records could be scanned (a bad segment header, a segment
                 // shorter than its header) is corruption too, and reported the same way.
