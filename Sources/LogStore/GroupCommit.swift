@@ -214,10 +214,8 @@ extension Log {
         }
     }
 
-    /// Wakes the callers a finished sync covered (everyone, when the log started refusing),
-    /// followers in other processes first.
+    /// Wakes the callers a finished sync covered (everyone, when the log started refusing).
     func announce(_ finished: UInt64?) {
-        watermark?.notifyFollowers()
         if let finished, !refusing.load(ordering: .acquiring) {
             syncCompleted[Int(finished & 1)].notifyAll()
         } else {
@@ -336,8 +334,13 @@ extension Log {
             state.durableLSN = max(state.durableLSN, target)
             durableWatermark.store(state.durableLSN, ordering: .sequentiallyConsistent)
         }
-        // Syncs run one at a time, so the published LSN only grows; `announce` wakes followers.
-        watermark?.publish(target)
+        // Syncs run one at a time, so the published LSN only grows. Followers are woken here,
+        // not by the waker thread: one futex call, and no second thread wake-up in series
+        // before theirs (BENCHMARKS.md, "Tail latency").
+        if let watermark {
+            watermark.publish(target)
+            watermark.notifyFollowers()
+        }
         return number
     }
 

@@ -108,7 +108,7 @@ public final class LogFollower: Sendable {
                 try position.nextRecord(options: options)
             }
             if let record { return record }
-            sleep(wait, wake: wake)
+            waitForChange(wait, wake: wake)
         }
     }
 
@@ -124,7 +124,7 @@ public final class LogFollower: Sendable {
     /// whole process, so that only the follower sees them.
     public func stopOnSignals(_ signals: [Int32]) {
         let sources = signals.map { number in
-            Glibc.signal(number, SIG_IGN)
+            _ = signal(number, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
             source.setEventHandler { [weak self] in self?.stop() }
             source.resume()
@@ -174,7 +174,7 @@ public final class LogFollower: Sendable {
             await withTaskCancellationHandler {
                 await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
                     waitQueue.async { [self] in
-                        sleep(wait, wake: wake)
+                        waitForChange(wait, wake: wake)
                         continuation.resume()
                     }
                 }
@@ -185,7 +185,7 @@ public final class LogFollower: Sendable {
     }
 
     /// Sleeps until the watermark moves, the wake word moves past `wake`, or the wait's timeout.
-    private func sleep(_ wait: FollowerPosition.Wait, wake: UInt32) {
+    private func waitForChange(_ wait: FollowerPosition.Wait, wake: UInt32) {
         if let watermark = wait.watermark {
             if !watermark.wait(epoch: wait.epoch, stop: wakeWord.pointer, stopEpoch: wake,
                                timeout: options.watermarkTimeout)
