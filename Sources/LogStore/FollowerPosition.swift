@@ -44,6 +44,9 @@ struct FollowerPosition {
     var durableLSN: LSN = 0
     var watermark: WatermarkFile?
     var watermarkCheckedAt: ContinuousClock.Instant?
+    /// The watermark's rewrite count when the position was last known to be valid; nil before
+    /// the first look at a watermark (FORMAT.md §12.3).
+    var rewritesSeen: UInt64?
     var claims: ClaimScan
 
     init(directory: String, logID: LogID, segment: Segment, startLSN: LSN) {
@@ -57,6 +60,7 @@ struct FollowerPosition {
             proven: segment.header.durableLSN)
         watermark = WatermarkFile.openForFollower(directory: directory, logID: logID)
         watermarkCheckedAt = .now
+        rewritesSeen = watermark?.rewrites
     }
 
     /// The LSN the next returned record will have.
@@ -68,14 +72,21 @@ struct FollowerPosition {
         // The epoch is read before the durable LSN: a sync published after this read moves it,
         // and the wait returns at once.
         let wait = Wait(watermark: watermark, epoch: watermark?.epoch ?? 0)
+        let rewrites = watermark?.rewrites
         if let watermark {
             durableLSN = watermark.durableLSN
             if durableLSN < returned {
                 throw LogError(
                     .lsnOutOfRange,
                     "the log's durable LSN went back to \(durableLSN), below LSN \(returned) this follower already "
-                        + "returned: a writer's recovery dropped records that were durable", path: directory,
-                    lsn: returned)
+                        + "returned: records that were durable were removed (removeAfter, or a writer's recovery)",
+                    path: directory, lsn: returned)
+            }
+            if let rewrites, rewrites != rewritesSeen {
+                // Bytes at or after the position may have changed, or its segment been removed
+                // (or this is a watermark file mapped since: a new writer's).
+                try seek(to: position)
+                rewritesSeen = rewrites
             }
         } else if position > claims.proven {
             durableLSN = try advanceClaims()
@@ -88,6 +99,11 @@ struct FollowerPosition {
                     lsn: position, segment: segment.name, offset: offset,
                     payload: Array(UnsafeRawBufferPointer(
                         start: segment.base + offset + Format.recordHeaderSize, count: Int(header.length))))
+                // Copied while a writer announced a rewrite: maybe torn, or a record that
+                // replaced a removed one and is not durable. Start over from the position.
+                if let rewrites, let watermark, watermark.rewrites != rewrites {
+                    return try nextRecord(options: options)
+                }
                 offset += header.footprint
                 position += 1
                 if record.lsn >= startLSN {
@@ -122,12 +138,14 @@ struct FollowerPosition {
         watermarkCheckedAt = now
         if let watermark, watermark.isStillInPlace { return }
         watermark = WatermarkFile.openForFollower(directory: directory, logID: logID)
+        rewritesSeen = nil
     }
 
     /// Forgets the watermark file (its page went away); the next call looks for it again.
     mutating func dropWatermark() {
         watermark = nil
         watermarkCheckedAt = nil
+        rewritesSeen = nil
     }
 
     /// Parses ahead for durable claims and returns the highest LSN they prove durable.
@@ -163,6 +181,44 @@ struct FollowerPosition {
             }
         }
         return min(claims.proven, claims.nextLSN - 1)
+    }
+
+    /// Moves to the record with LSN `target` (or, if the log now ends before it, to where it
+    /// ends) by walking the newest segment that starts at or before it, as a new follower
+    /// would: used after a rewrite, when the bytes ahead, or the current segment's file, may
+    /// have changed. Records before `target` were read already and are not returned again.
+    private mutating func seek(to target: LSN) throws(LogError) {
+        var chosen: Segment?
+        for (_, name) in try Self.segmentFiles(directory).reversed() {
+            guard let candidate = try? Segment.open(directory: directory, name: name, writable: false),
+                candidate.header.logID == logID
+            else { continue }
+            chosen = candidate
+            if candidate.header.baseLSN <= target { break }
+        }
+        guard let chosen else { return }
+        if chosen.header.baseLSN > target, target >= startLSN {
+            throw LogError(
+                .lsnOutOfRange, "records from \(target) on were removed from the log before this follower read them",
+                path: directory, lsn: target)
+        }
+        var lsn = chosen.header.baseLSN
+        var at = Format.segmentHeaderSize
+        walk: while lsn < target {
+            switch Self.slot(chosen, at: at, expecting: lsn) {
+            case .data(let header):
+                at += header.footprint
+                lsn += 1
+            case .marker(let header):
+                at += header.footprint
+            case .end, .invalid:
+                break walk
+            }
+        }
+        segment = chosen
+        offset = at
+        position = lsn
+        claims = ClaimScan(segment: chosen, offset: at, nextLSN: lsn, proven: chosen.header.durableLSN)
     }
 
     /// The segment after `segment` if it exists and chains on at `lsn`. Throws `lsnOutOfRange`

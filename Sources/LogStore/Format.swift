@@ -47,12 +47,14 @@
 // Durable watermark file `DURABLE` (FORMAT.md §12; a hint for live followers, never read by
 // recovery, never synced), one page, little-endian, shared-mapped by the writer:
 //
-//   0               8       12      16              24              32              40     4096
-//   +---------------+-------+-------+---------------+---------------+---------------+- zero -+
-//   | magic         |version| epoch | durableLSN    | logID.high    | logID.low     |        |
-//   +---------------+-------+-------+---------------+---------------+---------------+--------+
+//   0               8       12      16              24              32              40              48     4096
+//   +---------------+-------+-------+---------------+---------------+---------------+---------------+- zero -+
+//   | magic         |version| epoch | durableLSN    | logID.high    | logID.low     | rewrites      |        |
+//   +---------------+-------+-------+---------------+---------------+---------------+---------------+--------+
 //
 //   epoch: a futex word, +1 (wrapping) after each change of durableLSN; followers FUTEX_WAIT on it.
+//   rewrites: +1 (wrapping) before a writer may change bytes a follower could have read (a
+//   removeAfter, a new writer's open); a follower that sees it move re-reads from its position.
 
 /// Log sequence number: 1, 2, 3, … with no gaps. 0 means "none".
 public typealias LSN = UInt64
@@ -104,6 +106,7 @@ package enum Format {
     static let watermarkDurableLSNOffset = 16
     static let watermarkLogIDHighOffset = 24
     static let watermarkLogIDLowOffset = 32
+    static let watermarkRewritesOffset = 40
 
     /// Side files (FORMAT.md §8.6): what recovery removed, kept for an operator. Their names
     /// never end in `.seg` or `.seg.tmp`, so no open mistakes them for segments.

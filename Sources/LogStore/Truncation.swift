@@ -157,6 +157,9 @@ extension Log {
                     state.durableLSN = min(state.durableLSN, lsn)
                     state.writtenCoveredBy = state.syncsStarted + 1
                     durableWatermark.store(state.durableLSN, ordering: .sequentiallyConsistent)
+                    // Followers in other processes must stop trusting what they read before the
+                    // removed bytes change (no sync runs meanwhile to publish anything else).
+                    watermark?.announceRewrite(durableLSN: state.durableLSN)
                     do throws(LogError) { try intent.carryOut(directory: directory, names: names) } catch {
                         // `poison` takes the state lock, which is held here.
                         state.poison = state.poison ?? error

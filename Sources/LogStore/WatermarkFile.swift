@@ -34,6 +34,10 @@ final class WatermarkFile: @unchecked Sendable {
         (mapping.base + Format.watermarkDurableLSNOffset).assumingMemoryBound(to: UInt64.self)
     }
 
+    private var rewritesWord: UnsafeMutablePointer<UInt64> {
+        (mapping.base + Format.watermarkRewritesOffset).assumingMemoryBound(to: UInt64.self)
+    }
+
     /// The writer's file: opened or created, grown to one page if shorter (never truncated),
     /// stamped with `logID` and `durableLSN`. Nil if any step fails: the log works without it.
     static func openForWriter(directory: String, logID: LogID, durableLSN: LSN) -> WatermarkFile? {
@@ -64,8 +68,9 @@ final class WatermarkFile: @unchecked Sendable {
                         as: UInt32.self)
         logstore_shared_store_u64(
             (base + 0).assumingMemoryBound(to: UInt64.self), Format.watermarkMagic.littleEndian)
-        publish(durableLSN)
-        notifyFollowers()
+        // This writer's recovery may have carried out a truncation or cut a tail that followers
+        // of the previous writer are positioned in.
+        announceRewrite(durableLSN: durableLSN)
     }
 
     /// A follower's view of the file: read-only descriptor and mapping, nothing written. Nil when
@@ -98,9 +103,25 @@ final class WatermarkFile: @unchecked Sendable {
 
     var durableLSN: LSN { LSN(littleEndian: logstore_shared_load_u64(durableWord)) }
 
-    /// Stores a new durable LSN (the writer, one sync at a time, so it only grows). Followers
+    /// Stores a new durable LSN (the writer, one sync at a time, so it only grows between
+    /// rewrites; see `announceRewrite`). Followers
     /// learn of it at the next `notifyFollowers`.
     func publish(_ durableLSN: LSN) { logstore_shared_store_u64(durableWord, durableLSN.littleEndian) }
+
+    /// How many times a writer announced it may change bytes followers could have read (see
+    /// `announceRewrite`). Loaded before `durableLSN`, and again after a record is copied.
+    var rewrites: UInt64 { UInt64(littleEndian: logstore_shared_load_u64(rewritesWord)) }
+
+    /// Before a writer changes bytes a follower may have read or be reading (`removeAfter`
+    /// zeroing removed records, a new writer's open): counts a rewrite, publishes the durable
+    /// LSN (which may be lower than before) and wakes the followers, which then re-read from
+    /// their position and never return a record copied across the change (FORMAT.md §12.3).
+    /// The counter's sequentially consistent store comes before any of the changed bytes.
+    func announceRewrite(durableLSN: LSN) {
+        logstore_shared_store_u64(rewritesWord, (rewrites &+ 1).littleEndian)
+        publish(durableLSN)
+        notifyFollowers()
+    }
 
     /// Bumps the epoch and wakes every follower sleeping on it, in any process.
     func notifyFollowers() { logstore_shared_epoch_notify_all(epochWord) }

@@ -75,6 +75,43 @@ import Testing
         #expect(await consumer.task.value == nil)
     }
 
+    /// After `removeAfter`, records appended in place of removed ones are yielded only once
+    /// durable, and a cut below a record already yielded throws `truncated`.
+    @Test func removeAfterBelowAYieldedRecordThrowsAndReplacementsWaitUntilDurable() async throws {
+        let directory = TemporaryDirectory("durable-records-cut")
+        let log = try Log.open(directory.path, options: options())
+        for index in 0..<10 { try appendOnly(log, payload(index)) }
+        try await log.commit()
+        var iterator = log.durableRecords(from: 1).makeAsyncIterator()
+        for lsn in LSN(1)...5 { #expect(try await iterator.next()?.lsn == lsn) }
+
+        try log.removeAfter(5)
+        try appendOnly(log, Array("replacement".utf8))
+        // Committed by another task a little later: `next()` waits for that sync.
+        let committer = Task {
+            try await Task.sleep(for: .milliseconds(100))
+            #expect(log.durableLSN == 5, "a waiting iterator must not cause a sync")
+            try await log.commit()
+        }
+        let replacement = try await iterator.next()
+        #expect(replacement?.lsn == 6 && replacement?.payload == Array("replacement".utf8))
+        #expect(log.durableLSN >= 6, "the replacement was yielded before it was durable")
+        try await committer.value
+
+        for index in 0..<3 { try appendOnly(log, payload(index)) }
+        try await log.commit()
+        #expect(try await iterator.next()?.lsn == 7)
+        #expect(try await iterator.next()?.lsn == 8)
+        try log.removeAfter(6)
+        do {
+            _ = try await iterator.next()
+            Issue.record("a cut below a yielded record went unreported")
+        } catch {
+            #expect(error.code == .truncated)
+        }
+        try log.close()
+    }
+
     @Test func startsAtTheGivenLSN() async throws {
         let directory = TemporaryDirectory("durable-records-from")
         let log = try Log.open(directory.path, options: options())

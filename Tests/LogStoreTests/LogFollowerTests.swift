@@ -147,6 +147,74 @@ import Testing
         try log.close()
     }
 
+    /// `removeAfter` lowers the durable LSN and rewrites bytes a follower may be about to read:
+    /// a follower never returns a record that replaced a removed one before it is durable, and
+    /// one that already returned removed records is told so.
+    @Test func removeAfterNeverLetsAFollowerReturnAReplacementBeforeItIsDurable() throws {
+        let directory = TemporaryDirectory("follow-remove-after")
+        let log = try Log.open(directory.path, options: options())
+        for index in 0..<10 { try log.append(payload(index)) }
+        try log.commit()
+        let follower = try LogFollower(directory.path)
+        for lsn in LSN(1)...5 { #expect(try follower.nextIfAvailable()?.lsn == lsn) }
+
+        // 6...10 were durable and unread; the replacements of 6...8 are not durable yet.
+        try log.removeAfter(5)
+        let replacements = (0..<3).map { Array("replacement \($0)".utf8) }
+        for replacement in replacements { try log.append(replacement) }
+        #expect(try follower.nextIfAvailable() == nil, "a replacement was returned before it was durable")
+        try log.commit()
+        let returned = [try follower.nextIfAvailable(), try follower.nextIfAvailable(), try follower.nextIfAvailable()]
+        #expect(returned.map { $0?.lsn } == [6, 7, 8])
+        #expect(returned.map { $0?.payload } == replacements)
+        #expect(try follower.nextIfAvailable() == nil)
+
+        // Now a cut below what it returned: the follower reports it instead of going on.
+        try log.removeAfter(6)
+        let error = expectLogError(.lsnOutOfRange) { _ = try follower.nextIfAvailable() }
+        #expect(error?.lsn == 8)
+        // A new follower reads the log as it is.
+        try log.appendAndCommit(Array("after the second cut".utf8))
+        let fresh = try LogFollower(directory.path)
+        var all: [Log.Record] = []
+        while let record = try fresh.nextIfAvailable() { all.append(record) }
+        #expect(all.map(\.lsn) == Array(1...7))
+        #expect(all.last?.payload == Array("after the second cut".utf8))
+        try log.close()
+    }
+
+    /// A follower positioned in a segment that `removeAfter` removed finds the records written
+    /// after the cut, in the segment that replaces it.
+    @Test func aFollowerInARemovedSegmentMovesToItsReplacement() throws {
+        let directory = TemporaryDirectory("follow-removed-segment")
+        let log = try Log.open(directory.path, options: options())
+        var index = 0
+        while log.segments.count < 2 {
+            try log.append(payload(index, maxLength: 2_000))
+            index += 1
+        }
+        try log.commit()
+        // The roll put exactly one record, `secondBase`, in the second segment.
+        let secondBase = log.segments[1].baseLSN
+        #expect(log.writtenLSN == secondBase)
+        // Starting at `secondBase + 1`, the follower sits in the second segment, past its one
+        // record, and has returned nothing; the cut then removes that segment's file.
+        let follower = try LogFollower(directory.path, from: secondBase + 1)
+        #expect(try follower.nextIfAvailable() == nil)
+        try log.removeAfter(secondBase - 1)
+        var replacements: [[UInt8]] = []
+        while log.segments.count < 2 || log.writtenLSN < secondBase + 3 {
+            replacements.append(payload(index, maxLength: 2_000))
+            try log.append(replacements.last!)
+            index += 1
+        }
+        try log.commit()
+        let record = try #require(try follower.nextIfAvailable())
+        #expect(record.lsn == secondBase + 1)
+        #expect(record.payload == replacements[1])
+        try log.close()
+    }
+
     /// Without a `DURABLE` file the follower polls and returns what the log proves durable:
     /// records that a later record's durable claim covers, everything after a clean close.
     @Test func withoutAWatermarkFileReturnsWhatTheLogProvesDurable() throws {
