@@ -35,7 +35,7 @@ func runTailReader(directory: String, count: Int) throws -> Never {
 struct TailResult {
     var p50: Double, p99: Double, max: Double  // µs, arrival - commit return
     var appendP50: Double, appendP99: Double  // µs, arrival - append
-    var commitP50: Double  // µs, append + commit
+    var commitP50: Double, commitP99: Double  // µs, append + commit (the writer's own stalls)
 }
 
 /// One run: `count` records of 128 B, one append + commit each, `gapMicroseconds` apart.
@@ -86,5 +86,5 @@ func runTailLatency(count: Int, gapMicroseconds: UInt32, mode: Log.SyncMode) thr
     return TailResult(
         p50: percentile(0.5), p99: percentile(0.99), max: Double(sortedCommit.last!) / 1_000,
         appendP50: us(Bench.percentile(sortedAppend, 0.5)), appendP99: us(Bench.percentile(sortedAppend, 0.99)),
-        commitP50: us(Bench.percentile(commitLatencies, 0.5)))
+        commitP50: us(Bench.percentile(commitLatencies, 0.5)), commitP99: us(Bench.percentile(commitLatencies, 0.99)))
 }
