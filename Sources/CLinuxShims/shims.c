@@ -90,6 +90,8 @@ uint64_t logstore_shared_load_u64(const uint64_t *word) { return __atomic_load_n
 
 void logstore_shared_store_u64(uint64_t *word, uint64_t value) { __atomic_store_n(word, value, __ATOMIC_SEQ_CST); }
 
+void logstore_shared_fence(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+
 void logstore_lock_acquire_contended(logstore_lock *lock) {
     // A short spin catches a holder that is running on the other CPU; beyond that the holder
     // was probably preempted, and spinning would only delay it.

@@ -16,8 +16,8 @@ extension Log {
     /// - With `SyncMode.none` nothing becomes durable after the log is opened: the sequence
     ///   yields the records recovered at open and then waits until the log is closed or the
     ///   task is cancelled.
-    /// - Records removed by truncation before they are yielded make it throw `lsnOutOfRange`.
-    ///   A `removeAfter` below a record it already yielded makes it throw `truncated` (the
+    /// - Records removed by `removeBefore` (or retention) before they are yielded make it throw
+    ///   `lsnOutOfRange`. A `removeAfter` below a record it already yielded makes it throw `truncated` (the
     ///   caller then knows what it saw is gone, and can start again from the new end); a
     ///   `removeAfter` above does not disturb it, and records appended in place of removed
     ///   ones are yielded once durable.
@@ -89,7 +89,7 @@ extension Log {
                     }
                     // Resumed by the sync that makes `nextLSN` durable, or by close or a failure,
                     // which the loop then tells apart.
-                    guard await log.awaitDurableWithoutSyncing(nextLSN) != nil else { return nil }
+                    guard await log.awaitDurableWithoutSyncing(nextLSN, cutsSeen: cuts) != nil else { return nil }
                 }
                 return nil
             }

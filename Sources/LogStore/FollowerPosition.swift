@@ -41,6 +41,9 @@ struct FollowerPosition {
     let startLSN: LSN
     /// The highest LSN returned.
     var returned: LSN = 0
+    /// The CRC of the record with LSN `returned`: after a rewrite, a record with another CRC
+    /// there (or none) means records this follower returned were removed.
+    var returnedCRC: UInt32?
     var durableLSN: LSN = 0
     var watermark: WatermarkFile?
     var watermarkCheckedAt: ContinuousClock.Instant?
@@ -60,7 +63,8 @@ struct FollowerPosition {
             proven: segment.header.durableLSN)
         watermark = WatermarkFile.openForFollower(directory: directory, logID: logID)
         watermarkCheckedAt = .now
-        rewritesSeen = watermark?.rewrites
+        // Left nil: the first call finds the position again once it has read `rewrites` and
+        // the durable LSN, in case a truncation was under way while this segment was chosen.
     }
 
     /// The LSN the next returned record will have.
@@ -73,6 +77,12 @@ struct FollowerPosition {
         // and the wait returns at once.
         let wait = Wait(watermark: watermark, epoch: watermark?.epoch ?? 0)
         let rewrites = watermark?.rewrites
+        /// Whether a writer announced a rewrite since `rewrites` was read: then whatever was
+        /// read since may be torn, removed or not durable, and the call starts over.
+        func rewritten() -> Bool {
+            guard let rewrites, let watermark else { return false }
+            return watermark.rewritesAfterCopy != rewrites
+        }
         if let watermark {
             durableLSN = watermark.durableLSN
             if durableLSN < returned {
@@ -85,7 +95,8 @@ struct FollowerPosition {
             if let rewrites, rewrites != rewritesSeen {
                 // Bytes at or after the position may have changed, or its segment been removed
                 // (or this is a watermark file mapped since: a new writer's).
-                try seek(to: position)
+                guard try seek(to: position, durableLSN: durableLSN) else { return (nil, wait) }
+                if rewritten() { return try nextRecord(options: options) }
                 rewritesSeen = rewrites
             }
         } else if position > claims.proven {
@@ -101,24 +112,31 @@ struct FollowerPosition {
                         start: segment.base + offset + Format.recordHeaderSize, count: Int(header.length))))
                 // Copied while a writer announced a rewrite: maybe torn, or a record that
                 // replaced a removed one and is not durable. Start over from the position.
-                if let rewrites, let watermark, watermark.rewrites != rewrites {
-                    return try nextRecord(options: options)
-                }
+                if rewritten() { return try nextRecord(options: options) }
                 offset += header.footprint
                 position += 1
                 if record.lsn >= startLSN {
                     returned = record.lsn
+                    returnedCRC = header.crc
                     return (record, wait)
                 }
             case .marker(let header):
                 offset += header.footprint
             case .end, .invalid:
-                if let next = try openSegment(after: segment, startingAt: position) {
+                let next: Segment?
+                do { next = try openSegment(after: segment, startingAt: position) } catch {
+                    // Segments unlinked by a truncation under way are not retention's doing.
+                    if rewritten() { return try nextRecord(options: options) }
+                    throw error
+                }
+                if let next {
                     segment = next
                     offset = Format.segmentHeaderSize
                     continue
                 }
                 if case .invalid(let reason) = slot {
+                    // Bytes being zeroed by a truncation under way are not damage.
+                    if rewritten() { return try nextRecord(options: options) }
                     throw LogError(
                         .corruption, "\(reason), yet LSN \(position) is durable", path: segment.path,
                         offset: UInt64(offset), lsn: position)
@@ -153,6 +171,9 @@ struct FollowerPosition {
         if let last = claims.last,
             RecordHeader.load(from: claims.segment.base + last.offset).crc != last.crc
         {
+            // The tail was rewritten: what it claimed may be gone; only what was returned is
+            // known durable until the claims are read again.
+            claims.proven = min(claims.proven, returned)
             claims.segment = segment
             claims.offset = offset
             claims.nextLSN = position
@@ -187,26 +208,34 @@ struct FollowerPosition {
     /// ends) by walking the newest segment that starts at or before it, as a new follower
     /// would: used after a rewrite, when the bytes ahead, or the current segment's file, may
     /// have changed. Records before `target` were read already and are not returned again.
-    private mutating func seek(to target: LSN) throws(LogError) {
+    /// Segments starting past `durableLSN + 1` are skipped: a truncation under way may not
+    /// have unlinked them yet. False when no segment could be opened (try again later).
+    private mutating func seek(to target: LSN, durableLSN: LSN) throws(LogError) -> Bool {
+        // Start from the last record returned when it can be checked on the way.
+        let anchor = returnedCRC == nil ? target : min(returned, target)
         var chosen: Segment?
         for (_, name) in try Self.segmentFiles(directory).reversed() {
             guard let candidate = try? Segment.open(directory: directory, name: name, writable: false),
-                candidate.header.logID == logID
+                candidate.header.logID == logID, candidate.header.baseLSN <= durableLSN + 1
             else { continue }
             chosen = candidate
-            if candidate.header.baseLSN <= target { break }
+            if candidate.header.baseLSN <= anchor { break }
         }
-        guard let chosen else { return }
-        if chosen.header.baseLSN > target, target >= startLSN {
+        guard let chosen else { return false }
+        let firstWanted = max(target, startLSN)
+        if chosen.header.baseLSN > firstWanted {
             throw LogError(
-                .lsnOutOfRange, "records from \(target) on were removed from the log before this follower read them",
-                path: directory, lsn: target)
+                .lsnOutOfRange, "records from \(firstWanted) on were removed from the log before this follower read them",
+                path: directory, lsn: firstWanted)
         }
         var lsn = chosen.header.baseLSN
         var at = Format.segmentHeaderSize
+        // Retention may have removed the segment of the last record returned: nothing to check.
+        var sawReturned = returnedCRC == nil || returned < lsn
         walk: while lsn < target {
             switch Self.slot(chosen, at: at, expecting: lsn) {
             case .data(let header):
+                if lsn == returned { sawReturned = header.crc == returnedCRC }
                 at += header.footprint
                 lsn += 1
             case .marker(let header):
@@ -215,10 +244,17 @@ struct FollowerPosition {
                 break walk
             }
         }
+        if !sawReturned || lsn <= returned {
+            throw LogError(
+                .lsnOutOfRange,
+                "records up to LSN \(returned) that this follower returned were removed (removeAfter, or a writer's "
+                    + "recovery) and the log now holds other records or none there", path: directory, lsn: returned)
+        }
         segment = chosen
         offset = at
         position = lsn
         claims = ClaimScan(segment: chosen, offset: at, nextLSN: lsn, proven: chosen.header.durableLSN)
+        return true
     }
 
     /// The segment after `segment` if it exists and chains on at `lsn`. Throws `lsnOutOfRange`

@@ -85,11 +85,11 @@ extension Log {
     /// Suspends until `lsn` is durable or the log refuses writes, like `awaitDurable`, but
     /// without asking for a sync: a follower waits for the writer's own commits. Nil when the
     /// task was cancelled.
-    func awaitDurableWithoutSyncing(_ lsn: LSN) async -> Result<LSN, LogError>? {
+    func awaitDurableWithoutSyncing(_ lsn: LSN, cutsSeen cuts: Int) async -> Result<LSN, LogError>? {
         let id = nextAsyncWaiterID.add(1, ordering: .relaxed).newValue
         let result = await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
-                let cuts = suffixCutCount.load(ordering: .sequentiallyConsistent)
+                // The caller's count: a cut since it looked resumes the waiter at once.
                 _ = registerAsyncWaiter(AsyncWaiter(id: id, lsn: lsn, cutsSeen: cuts, continuation: continuation))
                 // A cancellation before the registration found nothing to remove.
                 if Task.isCancelled { cancelAsyncWaiter(id) }

@@ -925,15 +925,30 @@ public final class Log: Sendable {
     /// The record at `lsn`, which must be in `firstLSN...writtenLSN`.
     public func record(_ lsn: LSN) throws(LogError) -> Record {
         let (segment, offset, cutsSeen) = try locate(lsn)
-        let payload = try withExtendedLifetime(segment) { () throws(LogError) in
-            Array(try segment.payload(ofRecordAt: offset, lsn: lsn))
-        }
-        // `removeAfter` zeroes a removed record's bytes in place: a copy it raced with may be torn.
-        if truncationError(lsn, cutsSeen: cutsSeen) != nil {
-            throw LogError(.lsnOutOfRange, "LSN \(lsn) was removed by removeAfter while it was read", path: directory,
-                           lsn: lsn)
+        let payload = try checkingTruncation(of: lsn, cutsSeen: cutsSeen) { () throws(LogError) in
+            try withExtendedLifetime(segment) { () throws(LogError) in
+                Array(try segment.payload(ofRecordAt: offset, lsn: lsn))
+            }
         }
         return Record(lsn: lsn, segment: segment.name, offset: offset, payload: payload)
+    }
+
+    /// Runs `read` (a copy of record `lsn`, found after `cutsSeen` suffix truncations) and
+    /// throws `lsnOutOfRange` if a `removeAfter` removed the record meanwhile: it zeroes removed
+    /// bytes in place, so the copy may be torn, or the read may have failed on the zeros (which
+    /// is not corruption).
+    func checkingTruncation<Value>(of lsn: LSN, cutsSeen: Int, _ read: () throws(LogError) -> Value)
+        throws(LogError) -> Value
+    {
+        let removed = LogError(
+            .lsnOutOfRange, "LSN \(lsn) was removed by removeAfter while it was read", path: directory, lsn: lsn)
+        let value: Value
+        do { value = try read() } catch {
+            if truncationError(lsn, cutsSeen: cutsSeen) != nil { throw removed }
+            throw error
+        }
+        if truncationError(lsn, cutsSeen: cutsSeen) != nil { throw removed }
+        return value
     }
 
     /// The payload of the record at `lsn`.

@@ -35,17 +35,19 @@ extension Log {
 
     /// The record at `lsn` with its header, which must be in `firstLSN...writtenLSN`.
     public func recordDetails(_ lsn: LSN) throws(LogError) -> RecordDetails {
-        let (segment, offset, _) = try locate(lsn)
-        return try withExtendedLifetime(segment) { () throws(LogError) -> RecordDetails in
-            let (header, payload) = try segment.record(at: offset)
-            guard header.type == Format.recordTypeData, header.lsn == lsn else {
-                throw segment.changedRecord(at: offset, lsn: lsn)
+        let (segment, offset, cutsSeen) = try locate(lsn)
+        return try checkingTruncation(of: lsn, cutsSeen: cutsSeen) { () throws(LogError) -> RecordDetails in
+            try withExtendedLifetime(segment) { () throws(LogError) -> RecordDetails in
+                let (header, payload) = try segment.record(at: offset)
+                guard header.type == Format.recordTypeData, header.lsn == lsn else {
+                    throw segment.changedRecord(at: offset, lsn: lsn)
+                }
+                return RecordDetails(
+                    lsn: lsn, segment: segment.name, offset: offset, crc: header.crc, durableLSN: header.durableLSN,
+                    type: header.type, flags: header.flags,
+                    headerBytes: Array(UnsafeRawBufferPointer(start: segment.base + offset, count: Format.recordHeaderSize)),
+                    payload: Array(payload))
             }
-            return RecordDetails(
-                lsn: lsn, segment: segment.name, offset: offset, crc: header.crc, durableLSN: header.durableLSN,
-                type: header.type, flags: header.flags,
-                headerBytes: Array(UnsafeRawBufferPointer(start: segment.base + offset, count: Format.recordHeaderSize)),
-                payload: Array(payload))
         }
     }
 }

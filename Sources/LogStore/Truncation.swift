@@ -59,6 +59,7 @@ extension Log {
     /// became durable poisons the log (reopening completes the truncation).
     public func removeBefore(_ lsn: LSN) throws(LogError) {
         guard !isReadOnly else { throw LogError(.readOnly, "the log was opened read-only", path: directory) }
+        indexDeferredSegment(holding: lsn + 1)
         try truncationLock.withLock { (_) throws(LogError) in
             installQueue.sync {}
             let planned = try state.withLock { (state) throws(LogError) -> FrontTruncation in
@@ -132,6 +133,7 @@ extension Log {
     /// the log (reopening completes the truncation).
     public func removeAfter(_ lsn: LSN) throws(LogError) {
         guard !isReadOnly else { throw LogError(.readOnly, "the log was opened read-only", path: directory) }
+        indexDeferredSegment(holding: lsn + 1)
         try truncationLock.withLock { (_) throws(LogError) in
             installQueue.sync {}
             // No sync runs meanwhile (a sync in flight would move `durableLSN` past the cut).
@@ -141,7 +143,15 @@ extension Log {
                     try checkInstalls(state)
                     let (plan, intent, names) = try suffixTruncation(state, lsn: lsn)
                     guard let intent else { return }
+                    // Followers in other processes stop trusting what they read before any byte
+                    // changes, even if a crash leaves the carrying out to the next writer (no
+                    // sync runs meanwhile to publish anything else). If the intent cannot be
+                    // written, the next sync publishes the durable LSN again.
+                    let watermark = self.watermark
+                    watermark?.announceRewrite(durableLSN: min(state.durableLSN, lsn))
                     do throws(Errno) { try intent.write(directory: directory) } catch {
+                        // Nothing was removed: followers may trust the durable LSN again.
+                        watermark?.announceRewrite(durableLSN: state.durableLSN)
                         throw LogError.system(
                             error, "cannot write the truncation intent; nothing was removed", path: directory)
                     }
@@ -157,9 +167,11 @@ extension Log {
                     state.durableLSN = min(state.durableLSN, lsn)
                     state.writtenCoveredBy = state.syncsStarted + 1
                     durableWatermark.store(state.durableLSN, ordering: .sequentiallyConsistent)
-                    // Followers in other processes must stop trusting what they read before the
-                    // removed bytes change (no sync runs meanwhile to publish anything else).
-                    watermark?.announceRewrite(durableLSN: state.durableLSN)
+                    defer {
+                        // Once more after the unlinks: a follower that found its position again
+                        // meanwhile may have settled in a segment that is gone now.
+                        watermark?.announceRewrite(durableLSN: state.durableLSN)
+                    }
                     do throws(LogError) { try intent.carryOut(directory: directory, names: names) } catch {
                         // `poison` takes the state lock, which is held here.
                         state.poison = state.poison ?? error
@@ -176,10 +188,22 @@ extension Log {
 
     /// What `removeAfter(lsn)` would remove now; throws `lsnOutOfRange` as it would.
     public func planRemoveAfter(_ lsn: LSN) throws(LogError) -> TruncationPlan {
-        try state.withLock { (state) throws(LogError) in
+        indexDeferredSegment(holding: lsn + 1)
+        return try state.withLock { (state) throws(LogError) in
             if state.isClosed { throw LogError(.closed, "the log is closed", path: directory) }
             return try suffixTruncation(state, lsn: lsn).plan
         }
+    }
+
+    /// Builds the index of the sealed segment holding `lsn` if the open after a clean close
+    /// left it unchecked: a pass over the whole segment, done here, before the locks a
+    /// truncation holds (which stop appends, commits and reads), not under them.
+    private func indexDeferredSegment(holding lsn: LSN) {
+        let deferred = state.withLock { state -> DeferredSegmentIndex? in
+            guard let index = try? state.segmentIndex(of: lsn, directory: directory) else { return nil }
+            return state.segments[index].deferredIndex
+        }
+        _ = deferred?.index
     }
 
     private func suffixTruncation(_ state: State, lsn: LSN) throws(LogError)

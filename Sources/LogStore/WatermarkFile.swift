@@ -112,15 +112,26 @@ final class WatermarkFile: @unchecked Sendable {
     /// `announceRewrite`). Loaded before `durableLSN`, and again after a record is copied.
     var rewrites: UInt64 { UInt64(littleEndian: logstore_shared_load_u64(rewritesWord)) }
 
-    /// Before a writer changes bytes a follower may have read or be reading (`removeAfter`
-    /// zeroing removed records, a new writer's open): counts a rewrite, publishes the durable
+    /// Before a writer changes bytes a follower may have read or be reading (`removeAfter`, before
+    /// its intent is written; again once it is carried out), and at a new writer's open (whose
+    /// recovery may have changed bytes past what was durable, or finished a truncation a crash
+    /// interrupted, which that crash's writer had announced already): counts a rewrite, publishes the durable
     /// LSN (which may be lower than before) and wakes the followers, which then re-read from
     /// their position and never return a record copied across the change (FORMAT.md §12.3).
     /// The counter's sequentially consistent store comes before any of the changed bytes.
     func announceRewrite(durableLSN: LSN) {
         logstore_shared_store_u64(rewritesWord, (rewrites &+ 1).littleEndian)
+        // Nothing the writer stores after this (zeros, new records) may become visible first.
+        logstore_shared_fence()
         publish(durableLSN)
         notifyFollowers()
+    }
+
+    /// `rewrites` again after a follower copied a record: the fence keeps the copy's loads
+    /// from being satisfied after this one (a seqlock's read side).
+    var rewritesAfterCopy: UInt64 {
+        logstore_shared_fence()
+        return rewrites
     }
 
     /// Bumps the epoch and wakes every follower sleeping on it, in any process.

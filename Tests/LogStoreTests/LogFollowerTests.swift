@@ -183,8 +183,8 @@ import Testing
         try log.close()
     }
 
-    /// A follower positioned in a segment that `removeAfter` removed finds the records written
-    /// after the cut, in the segment that replaces it.
+    /// A follower positioned in a segment that `removeAfter` unlinked finds the records written
+    /// after the cut, in the segment file that replaces it under the same name.
     @Test func aFollowerInARemovedSegmentMovesToItsReplacement() throws {
         let directory = TemporaryDirectory("follow-removed-segment")
         let log = try Log.open(directory.path, options: options())
@@ -196,22 +196,49 @@ import Testing
         try log.commit()
         // The roll put exactly one record, `secondBase`, in the second segment.
         let secondBase = log.segments[1].baseLSN
+        let secondName = log.segments[1].name
         #expect(log.writtenLSN == secondBase)
+        func inode(_ name: String) throws -> Int {
+            try #require(try FileManager.default.attributesOfItem(atPath: directory.child(name))[.systemFileNumber] as? Int)
+        }
+        let removedInode = try inode(secondName)
         // Starting at `secondBase + 1`, the follower sits in the second segment, past its one
-        // record, and has returned nothing; the cut then removes that segment's file.
+        // record, and has returned nothing.
         let follower = try LogFollower(directory.path, from: secondBase + 1)
         #expect(try follower.nextIfAvailable() == nil)
-        try log.removeAfter(secondBase - 1)
-        var replacements: [[UInt8]] = []
+        // Keeping LSNs before `secondBase - 1` cuts the first segment and unlinks the second.
+        try log.removeAfter(secondBase - 2)
+        #expect(log.segments.count == 1)
+        var written: [LSN: [UInt8]] = [:]
         while log.segments.count < 2 || log.writtenLSN < secondBase + 3 {
-            replacements.append(payload(index, maxLength: 2_000))
-            try log.append(replacements.last!)
+            let bytes = payload(index, maxLength: 2_000)
+            written[try log.append(bytes)] = bytes
             index += 1
         }
         try log.commit()
+        #expect(log.segments[1].name == secondName)
+        #expect(try inode(secondName) != removedInode, "the second segment's file should have been replaced")
         let record = try #require(try follower.nextIfAvailable())
         #expect(record.lsn == secondBase + 1)
-        #expect(record.payload == replacements[1])
+        #expect(record.payload == written[secondBase + 1])
+        try log.close()
+    }
+
+    /// A cut below records a follower returned is reported even when the log has grown past
+    /// them again (truncate, then append and commit: the Raft pattern) before it looks.
+    @Test func aCutBelowReturnedRecordsIsReportedEvenAfterTheLogGrewBack() throws {
+        let directory = TemporaryDirectory("follow-cut-grew-back")
+        let log = try Log.open(directory.path, options: options())
+        for index in 0..<10 { try log.append(payload(index)) }
+        try log.commit()
+        let follower = try LogFollower(directory.path)
+        for lsn in LSN(1)...8 { #expect(try follower.nextIfAvailable()?.lsn == lsn) }
+        try log.removeAfter(6)
+        for index in 0..<5 { try log.append(Array("replacement \(index)".utf8)) }
+        try log.commit()
+        #expect(log.durableLSN == 11)
+        let error = expectLogError(.lsnOutOfRange) { _ = try follower.nextIfAvailable() }
+        #expect(error?.lsn == 8)
         try log.close()
     }
 

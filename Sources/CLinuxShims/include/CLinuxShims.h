@@ -58,6 +58,10 @@ void logstore_private_word_notify_all(uint32_t *word);
 /// Sequentially consistent 64-bit load and store, for words of a shared page.
 uint64_t logstore_shared_load_u64(const uint64_t *word);
 void logstore_shared_store_u64(uint64_t *word, uint64_t value);
+/// A full memory fence: orders a seqlock-style counter against the plain loads or stores of the
+/// data it guards (`smp_wmb`/`smp_rmb` in Linux's seqcount), which one seq_cst access alone does
+/// not on weakly ordered CPUs.
+void logstore_shared_fence(void);
 
 /// A futex-based lock (Drepper's "Futexes Are Tricky", mutex 2): 0 free, 1 held, 2 held with
 /// sleepers. Unlike Swift's Mutex it spins only briefly before futex(2) FUTEX_WAIT, and its
