@@ -77,14 +77,18 @@ struct FollowerPosition {
         // and the wait returns at once.
         let wait = Wait(watermark: watermark, epoch: watermark?.epoch ?? 0)
         let rewrites = watermark?.rewrites
-        /// Whether a writer announced a rewrite since `rewrites` was read: then whatever was
-        /// read since may be torn, removed or not durable, and the call starts over.
+        /// Whether a writer began or ended a rewrite since `rewrites` was read: then whatever
+        /// was read since may be torn, zeroed, removed or not durable. The caller then waits on
+        /// `wait`, which returns at once: every rewrite moves the epoch after `rewrites`.
         func rewritten() -> Bool {
             guard let rewrites, let watermark else { return false }
             return watermark.rewritesAfterCopy != rewrites
         }
-        if let watermark {
+        if let watermark, let rewrites {
+            // Odd: a truncation is under way (or a writer died in one); its end wakes us.
+            if rewrites & 1 == 1 { return (nil, wait) }
             durableLSN = watermark.durableLSN
+            if rewritten() { return (nil, wait) }
             if durableLSN < returned {
                 throw LogError(
                     .lsnOutOfRange,
@@ -92,11 +96,11 @@ struct FollowerPosition {
                         + "returned: records that were durable were removed (removeAfter, or a writer's recovery)",
                     path: directory, lsn: returned)
             }
-            if let rewrites, rewrites != rewritesSeen {
+            if rewrites != rewritesSeen {
                 // Bytes at or after the position may have changed, or its segment been removed
                 // (or this is a watermark file mapped since: a new writer's).
                 guard try seek(to: position, durableLSN: durableLSN) else { return (nil, wait) }
-                if rewritten() { return try nextRecord(options: options) }
+                if rewritten() { return (nil, wait) }
                 rewritesSeen = rewrites
             }
         } else if position > claims.proven {
@@ -112,7 +116,7 @@ struct FollowerPosition {
                         start: segment.base + offset + Format.recordHeaderSize, count: Int(header.length))))
                 // Copied while a writer announced a rewrite: maybe torn, or a record that
                 // replaced a removed one and is not durable. Start over from the position.
-                if rewritten() { return try nextRecord(options: options) }
+                if rewritten() { return (nil, wait) }
                 offset += header.footprint
                 position += 1
                 if record.lsn >= startLSN {
@@ -126,7 +130,7 @@ struct FollowerPosition {
                 let next: Segment?
                 do { next = try openSegment(after: segment, startingAt: position) } catch {
                     // Segments unlinked by a truncation under way are not retention's doing.
-                    if rewritten() { return try nextRecord(options: options) }
+                    if rewritten() { return (nil, wait) }
                     throw error
                 }
                 if let next {
@@ -136,7 +140,7 @@ struct FollowerPosition {
                 }
                 if case .invalid(let reason) = slot {
                     // Bytes being zeroed by a truncation under way are not damage.
-                    if rewritten() { return try nextRecord(options: options) }
+                    if rewritten() { return (nil, wait) }
                     throw LogError(
                         .corruption, "\(reason), yet LSN \(position) is durable", path: segment.path,
                         offset: UInt64(offset), lsn: position)
@@ -215,9 +219,14 @@ struct FollowerPosition {
         let anchor = returnedCRC == nil ? target : min(returned, target)
         var chosen: Segment?
         for (_, name) in try Self.segmentFiles(directory).reversed() {
-            guard let candidate = try? Segment.open(directory: directory, name: name, writable: false),
-                candidate.header.logID == logID, candidate.header.baseLSN <= durableLSN + 1
-            else { continue }
+            let candidate: Segment
+            do { candidate = try Segment.open(directory: directory, name: name, writable: false) } catch {
+                // Unlinked since the listing: skip it. Anything else (EMFILE, ENOMEM) is not
+                // evidence of removed records: try again later.
+                if error.code == .notFound { continue }
+                return false
+            }
+            guard candidate.header.logID == logID, candidate.header.baseLSN <= durableLSN + 1 else { continue }
             chosen = candidate
             if candidate.header.baseLSN <= anchor { break }
         }
@@ -233,7 +242,9 @@ struct FollowerPosition {
         // Retention may have removed the segment of the last record returned: nothing to check.
         var sawReturned = returnedCRC == nil || returned < lsn
         walk: while lsn < target {
-            switch Self.slot(chosen, at: at, expecting: lsn) {
+            // Records passed on the way were checked when they were read; only the last one
+            // returned is checked again, by its CRC.
+            switch Self.slot(chosen, at: at, expecting: lsn, checkingCRC: lsn == returned) {
             case .data(let header):
                 if lsn == returned { sawReturned = header.crc == returnedCRC }
                 at += header.footprint
@@ -279,14 +290,15 @@ struct FollowerPosition {
     }
 
     /// What `segment` holds at `offset` for a reader expecting LSN `lsn` there.
-    static func slot(_ segment: Segment, at offset: Int, expecting lsn: LSN) -> Slot {
+    static func slot(_ segment: Segment, at offset: Int, expecting lsn: LSN, checkingCRC: Bool = true) -> Slot {
         guard offset + Format.recordHeaderSize <= segment.readableLength else { return .end }
         let pointer = segment.base + offset
         if RecordHeader.isAllZero(pointer) { return .end }
         let header = RecordHeader.load(from: pointer)
         if let problem = LogScanner.structuralProblem(header, at: offset, in: segment) { return .invalid(problem) }
-        guard RecordHeader.checksum(recordAt: pointer, payloadLength: Int(header.length), saltCRC: segment.saltCRC)
-            == header.crc
+        guard !checkingCRC
+            || RecordHeader.checksum(recordAt: pointer, payloadLength: Int(header.length), saltCRC: segment.saltCRC)
+                == header.crc
         else { return .invalid("checksum mismatch") }
         if header.type == Format.recordTypeData {
             return header.lsn == lsn ? .data(header) : .invalid("record has LSN \(header.lsn) where \(lsn) was expected")

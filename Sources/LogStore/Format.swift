@@ -53,8 +53,9 @@
 //   +---------------+-------+-------+---------------+---------------+---------------+---------------+--------+
 //
 //   epoch: a futex word, +1 (wrapping) after each change of durableLSN; followers FUTEX_WAIT on it.
-//   rewrites: +1 (wrapping) before a writer may change bytes a follower could have read (a
-//   removeAfter, a new writer's open); a follower that sees it move re-reads from its position.
+//   rewrites: a seqlock over the bytes followers read: odd while a removeAfter may be changing
+//   them, a new even value when it is done and at every writer's open; a follower waits while
+//   it is odd, drops what it read if it moved, and finds its position again when it changed.
 
 /// Log sequence number: 1, 2, 3, … with no gaps. 0 means "none".
 public typealias LSN = UInt64

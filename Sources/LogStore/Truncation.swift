@@ -59,7 +59,6 @@ extension Log {
     /// became durable poisons the log (reopening completes the truncation).
     public func removeBefore(_ lsn: LSN) throws(LogError) {
         guard !isReadOnly else { throw LogError(.readOnly, "the log was opened read-only", path: directory) }
-        indexDeferredSegment(holding: lsn + 1)
         try truncationLock.withLock { (_) throws(LogError) in
             installQueue.sync {}
             let planned = try state.withLock { (state) throws(LogError) -> FrontTruncation in
@@ -143,15 +142,15 @@ extension Log {
                     try checkInstalls(state)
                     let (plan, intent, names) = try suffixTruncation(state, lsn: lsn)
                     guard let intent else { return }
-                    // Followers in other processes stop trusting what they read before any byte
-                    // changes, even if a crash leaves the carrying out to the next writer (no
-                    // sync runs meanwhile to publish anything else). If the intent cannot be
-                    // written, the next sync publishes the durable LSN again.
+                    // Followers in other processes wait, and stop trusting what they read, before
+                    // any byte changes, even if a crash leaves the carrying out to the next
+                    // writer (whose open ends the rewrite). No sync runs meanwhile to publish
+                    // anything else.
                     let watermark = self.watermark
-                    watermark?.announceRewrite(durableLSN: min(state.durableLSN, lsn))
+                    watermark?.beginRewrite(durableLSN: min(state.durableLSN, lsn))
                     do throws(Errno) { try intent.write(directory: directory) } catch {
-                        // Nothing was removed: followers may trust the durable LSN again.
-                        watermark?.announceRewrite(durableLSN: state.durableLSN)
+                        // Nothing was removed: followers go on where they were.
+                        watermark?.endRewrite(durableLSN: state.durableLSN)
                         throw LogError.system(
                             error, "cannot write the truncation intent; nothing was removed", path: directory)
                     }
@@ -168,9 +167,9 @@ extension Log {
                     state.writtenCoveredBy = state.syncsStarted + 1
                     durableWatermark.store(state.durableLSN, ordering: .sequentiallyConsistent)
                     defer {
-                        // Once more after the unlinks: a follower that found its position again
-                        // meanwhile may have settled in a segment that is gone now.
-                        watermark?.announceRewrite(durableLSN: state.durableLSN)
+                        // After the unlinks (or a failure, which poisons the log): followers find
+                        // their position again.
+                        watermark?.endRewrite(durableLSN: state.durableLSN)
                     }
                     do throws(LogError) { try intent.carryOut(directory: directory, names: names) } catch {
                         // `poison` takes the state lock, which is held here.

@@ -70,7 +70,7 @@ final class WatermarkFile: @unchecked Sendable {
             (base + 0).assumingMemoryBound(to: UInt64.self), Format.watermarkMagic.littleEndian)
         // This writer's recovery may have carried out a truncation or cut a tail that followers
         // of the previous writer are positioned in.
-        announceRewrite(durableLSN: durableLSN)
+        endRewrite(durableLSN: durableLSN)
     }
 
     /// A follower's view of the file: read-only descriptor and mapping, nothing written. Nil when
@@ -104,34 +104,45 @@ final class WatermarkFile: @unchecked Sendable {
     var durableLSN: LSN { LSN(littleEndian: logstore_shared_load_u64(durableWord)) }
 
     /// Stores a new durable LSN (the writer, one sync at a time, so it only grows between
-    /// rewrites; see `announceRewrite`). Followers
+    /// rewrites; see `beginRewrite`). Followers
     /// learn of it at the next `notifyFollowers`.
     func publish(_ durableLSN: LSN) { logstore_shared_store_u64(durableWord, durableLSN.littleEndian) }
 
-    /// How many times a writer announced it may change bytes followers could have read (see
-    /// `announceRewrite`). Loaded before `durableLSN`, and again after a record is copied.
+    /// A seqlock over the bytes followers read: odd while a writer is changing bytes a follower
+    /// may have read or be reading (a `removeAfter` under way), and moved to a new even value
+    /// when it is done and whenever a new writer opens the log (FORMAT.md §12). Followers load
+    /// it before `durableLSN` and again after copying a record.
     var rewrites: UInt64 { UInt64(littleEndian: logstore_shared_load_u64(rewritesWord)) }
 
-    /// Before a writer changes bytes a follower may have read or be reading (`removeAfter`, before
-    /// its intent is written; again once it is carried out), and at a new writer's open (whose
-    /// recovery may have changed bytes past what was durable, or finished a truncation a crash
-    /// interrupted, which that crash's writer had announced already): counts a rewrite, publishes the durable
-    /// LSN (which may be lower than before) and wakes the followers, which then re-read from
-    /// their position and never return a record copied across the change (FORMAT.md §12.3).
-    /// The counter's sequentially consistent store comes before any of the changed bytes.
-    func announceRewrite(durableLSN: LSN) {
-        logstore_shared_store_u64(rewritesWord, (rewrites &+ 1).littleEndian)
+    /// `rewrites` again after a follower loaded `durableLSN` or copied a record: the fence keeps
+    /// those loads from being satisfied after this one (a seqlock's read side).
+    var rewritesAfterCopy: UInt64 {
+        logstore_shared_fence()
+        return rewrites
+    }
+
+    /// Before `removeAfter` writes its intent: makes `rewrites` odd (followers wait, and drop
+    /// whatever they were reading), then publishes the durable LSN it will have if the cut
+    /// happens, and wakes the followers.
+    func beginRewrite(durableLSN: LSN) {
+        let current = rewrites
+        logstore_shared_store_u64(rewritesWord, (current & 1 == 1 ? current : current &+ 1).littleEndian)
         // Nothing the writer stores after this (zeros, new records) may become visible first.
         logstore_shared_fence()
         publish(durableLSN)
         notifyFollowers()
     }
 
-    /// `rewrites` again after a follower copied a record: the fence keeps the copy's loads
-    /// from being satisfied after this one (a seqlock's read side).
-    var rewritesAfterCopy: UInt64 {
+    /// After the cut was carried out (or the intent could not be written): publishes the
+    /// durable LSN, then makes `rewrites` even and new (followers find their position again),
+    /// and wakes the followers. Also at a writer's open, whose recovery may have changed bytes
+    /// past what was durable or finished a truncation a crash interrupted (left odd).
+    func endRewrite(durableLSN: LSN) {
+        publish(durableLSN)
         logstore_shared_fence()
-        return rewrites
+        let current = rewrites
+        logstore_shared_store_u64(rewritesWord, (current & 1 == 1 ? current &+ 1 : current &+ 2).littleEndian)
+        notifyFollowers()
     }
 
     /// Bumps the epoch and wakes every follower sleeping on it, in any process.

@@ -209,17 +209,24 @@ import Testing
         // Keeping LSNs before `secondBase - 1` cuts the first segment and unlinks the second.
         try log.removeAfter(secondBase - 2)
         #expect(log.segments.count == 1)
+        // A first replacement too big for what is left of the first segment rolls into a new
+        // second one, which then holds every later LSN.
         var written: [LSN: [UInt8]] = [:]
-        while log.segments.count < 2 || log.writtenLSN < secondBase + 3 {
+        let left = log.segments[0].bytesAllocated - log.segments[0].bytesUsed
+        let big = [UInt8](repeating: 0x5A, count: left)
+        written[try log.append(big)] = big
+        while log.writtenLSN < secondBase + 3 {
             let bytes = payload(index, maxLength: 2_000)
             written[try log.append(bytes)] = bytes
             index += 1
         }
         try log.commit()
-        #expect(log.segments[1].name == secondName)
+        #expect(log.segments.count == 2 && log.segments[1].name == secondName)
+        #expect(log.segments[1].baseLSN == secondBase - 1)
         #expect(try inode(secondName) != removedInode, "the second segment's file should have been replaced")
         let record = try #require(try follower.nextIfAvailable())
         #expect(record.lsn == secondBase + 1)
+        #expect(record.segment == secondName)
         #expect(record.payload == written[secondBase + 1])
         try log.close()
     }
