@@ -103,7 +103,7 @@ struct FollowerPosition {
                 if rewritten() { return (nil, wait) }
                 rewritesSeen = rewrites
             }
-        } else if position > claims.proven {
+        } else if position > claims.proven || claimsTailChanged {
             durableLSN = try advanceClaims()
         }
         while position <= durableLSN {
@@ -170,11 +170,16 @@ struct FollowerPosition {
         rewritesSeen = nil
     }
 
+    /// Whether the last record the claim scan parsed changed (a writer's recovery or a
+    /// `removeAfter` rewrote the tail): what it claimed may be gone.
+    private var claimsTailChanged: Bool {
+        guard let last = claims.last else { return false }
+        return RecordHeader.load(from: claims.segment.base + last.offset).crc != last.crc
+    }
+
     /// Parses ahead for durable claims and returns the highest LSN they prove durable.
     private mutating func advanceClaims() throws(LogError) -> LSN {
-        if let last = claims.last,
-            RecordHeader.load(from: claims.segment.base + last.offset).crc != last.crc
-        {
+        if claimsTailChanged {
             // The tail was rewritten: what it claimed may be gone; only what was returned is
             // known durable until the claims are read again.
             claims.proven = min(claims.proven, returned)

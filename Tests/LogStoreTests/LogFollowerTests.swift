@@ -249,6 +249,34 @@ import Testing
         try log.close()
     }
 
+    /// Without a `DURABLE` file, a `removeAfter` that rewrites the tail the follower parsed
+    /// makes it forget the claims of the removed records: replacements are returned only once
+    /// something proves them durable.
+    @Test func withoutAWatermarkFileReplacementsAreReturnedOnlyOnceProvenDurable() throws {
+        let directory = TemporaryDirectory("follow-poll-cut")
+        let log = try Log.open(directory.path, options: options())
+        try FileSystem.unlink(directory.child(Format.watermarkFileName))
+        for index in 0..<10 { try log.append(payload(index)) }
+        try log.commit()
+        for index in 10..<20 { try log.append(payload(index)) }
+        try log.commit()
+        let follower = try LogFollower(directory.path, options: .init(pollInterval: .milliseconds(1)))
+        #expect(!follower.isFollowingWatermark)
+        // Records 11...20 claim 1...10 durable.
+        for lsn in LSN(1)...5 { #expect(try follower.nextIfAvailable()?.lsn == lsn) }
+        try log.removeAfter(5)
+        for index in 0..<3 { try log.append(Array("replacement \(index)".utf8)) }
+        usleep(2_000)
+        #expect(try follower.nextIfAvailable() == nil, "a replacement was returned before anything proved it durable")
+        try log.commit()
+        try log.append(Array("claims 6...8".utf8))
+        try log.commit()
+        usleep(2_000)
+        let next = try #require(try follower.nextIfAvailable())
+        #expect(next.lsn == 6 && next.payload == Array("replacement 0".utf8))
+        try log.close()
+    }
+
     /// Without a `DURABLE` file the follower polls and returns what the log proves durable:
     /// records that a later record's durable claim covers, everything after a clean close.
     @Test func withoutAWatermarkFileReturnsWhatTheLogProvesDurable() throws {
