@@ -1,3 +1,5 @@
+import SystemPackage
+
 /// Where a `LogFollower` is in the log and what it knows is durable: a read-only walk over the
 /// segment files, one mapped at a time, that never passes the durable LSN.
 struct FollowerPosition {
@@ -28,6 +30,10 @@ struct FollowerPosition {
         /// The last record parsed and its CRC: if it changed, a writer's recovery rewrote the
         /// tail and the scan starts again from the position.
         var last: (offset: Int, crc: UInt32)?
+        /// The last record parsed in each earlier segment the scan went through: a
+        /// `removeAfter` may cut one of those and unlink the rest, leaving `last` (in a file now
+        /// unlinked, still mapped) unchanged.
+        var passed: [(segment: Segment, offset: Int, crc: UInt32)] = []
     }
 
     let directory: String
@@ -87,8 +93,9 @@ struct FollowerPosition {
         if let watermark, let rewrites {
             // Odd: a truncation is under way (or a writer died in one); its end wakes us.
             if rewrites & 1 == 1 { return (nil, wait) }
-            durableLSN = watermark.durableLSN
+            let published = watermark.durableLSN
             if rewritten() { return (nil, wait) }
+            durableLSN = published
             if durableLSN < returned {
                 throw LogError(
                     .lsnOutOfRange,
@@ -107,16 +114,29 @@ struct FollowerPosition {
             durableLSN = try advanceClaims()
         }
         while position <= durableLSN {
-            let slot = Self.slot(segment, at: offset, expecting: position)
+            // Data records are checked on their copy (below); markers here.
+            var slot = Self.slot(segment, at: offset, expecting: position, checkingCRC: false)
+            if case .marker = slot { slot = Self.slot(segment, at: offset, expecting: position) }
             switch slot {
             case .data(let header):
+                // The CRC is checked on the copy, not on the mapping before it: bytes that change
+                // in between (a recovery dropping records) must not be returned unnoticed.
+                let copy = Array(UnsafeRawBufferPointer(
+                    start: segment.base + offset, count: Format.recordHeaderSize + Int(header.length)))
+                let copyIsIntact = copy.withUnsafeBytes { bytes in
+                    RecordHeader.load(from: bytes.baseAddress!) == header
+                        && RecordHeader.checksum(recordAt: bytes.baseAddress!, payloadLength: Int(header.length),
+                                                 saltCRC: segment.saltCRC) == header.crc
+                }
+                if rewritten() { return (nil, wait) }
+                guard copyIsIntact else {
+                    throw LogError(
+                        .corruption, "record changed while it was read, yet LSN \(position) is durable",
+                        path: segment.path, offset: UInt64(offset), lsn: position)
+                }
                 let record = Log.Record(
                     lsn: position, segment: segment.name, offset: offset,
-                    payload: Array(UnsafeRawBufferPointer(
-                        start: segment.base + offset + Format.recordHeaderSize, count: Int(header.length))))
-                // Copied while a writer announced a rewrite: maybe torn, or a record that
-                // replaced a removed one and is not durable. Start over from the position.
-                if rewritten() { return (nil, wait) }
+                    payload: Array(copy[Format.recordHeaderSize...]))
                 offset += header.footprint
                 position += 1
                 if record.lsn >= startLSN {
@@ -173,8 +193,10 @@ struct FollowerPosition {
     /// Whether the last record the claim scan parsed changed (a writer's recovery or a
     /// `removeAfter` rewrote the tail): what it claimed may be gone.
     private var claimsTailChanged: Bool {
-        guard let last = claims.last else { return false }
-        return RecordHeader.load(from: claims.segment.base + last.offset).crc != last.crc
+        if let last = claims.last, RecordHeader.load(from: claims.segment.base + last.offset).crc != last.crc {
+            return true
+        }
+        return claims.passed.contains { RecordHeader.load(from: $0.segment.base + $0.offset).crc != $0.crc }
     }
 
     /// Parses ahead for durable claims and returns the highest LSN they prove durable.
@@ -183,6 +205,7 @@ struct FollowerPosition {
             // The tail was rewritten: what it claimed may be gone; only what was returned is
             // known durable until the claims are read again.
             claims.proven = min(claims.proven, returned)
+            claims.passed = []
             claims.segment = segment
             claims.offset = offset
             claims.nextLSN = position
@@ -205,6 +228,10 @@ struct FollowerPosition {
                 // A segment that chains on proves nothing more in this one can come.
                 guard let next = try? openSegment(after: claims.segment, startingAt: claims.nextLSN) else { break scan }
                 claims.proven = max(claims.proven, next.header.durableLSN)
+                if let last = claims.last { claims.passed.append((claims.segment, last.offset, last.crc)) }
+                // Segments before the follower's own cannot be cut without removing records
+                // it returned, which this mode cannot tell anyway.
+                claims.passed.removeAll { $0.segment.id < segment.id }
                 claims.segment = next
                 claims.offset = Format.segmentHeaderSize
                 claims.last = nil
@@ -226,10 +253,13 @@ struct FollowerPosition {
         for (_, name) in try Self.segmentFiles(directory).reversed() {
             let candidate: Segment
             do { candidate = try Segment.open(directory: directory, name: name, writable: false) } catch {
-                // Unlinked since the listing: skip it. Anything else (EMFILE, ENOMEM) is not
-                // evidence of removed records: try again later.
-                if error.code == .notFound { continue }
-                return false
+                // Out of descriptors or memory is no evidence of removed records: try again
+                // later. A file unlinked since the listing, or one that is not a usable
+                // segment, is skipped.
+                if let errno = error.errno, [Errno.tooManyOpenFiles, .tooManyOpenFilesInSystem, .noMemory].contains(errno) {
+                    return false
+                }
+                continue
             }
             guard candidate.header.logID == logID, candidate.header.baseLSN <= durableLSN + 1 else { continue }
             chosen = candidate

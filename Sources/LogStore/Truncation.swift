@@ -146,7 +146,8 @@ extension Log {
                     // any byte changes, even if a crash leaves the carrying out to the next
                     // writer (whose open ends the rewrite). No sync runs meanwhile to publish
                     // anything else.
-                    let watermark = self.watermark
+                    // A cut at or above the durable LSN changes nothing a follower may read.
+                    let watermark = lsn < state.durableLSN ? self.watermark : nil
                     watermark?.beginRewrite(durableLSN: min(state.durableLSN, lsn))
                     do throws(Errno) { try intent.write(directory: directory) } catch {
                         // Nothing was removed: followers go on where they were.

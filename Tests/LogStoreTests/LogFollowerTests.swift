@@ -277,6 +277,42 @@ import Testing
         try log.close()
     }
 
+    /// The same across a segment boundary: the claims the follower parsed in a segment that
+    /// the cut unlinks are forgotten too, though that file's mapping still shows them.
+    @Test func withoutAWatermarkFileACutThatUnlinksTheParsedSegmentIsNoticed() throws {
+        let directory = TemporaryDirectory("follow-poll-cut-segments")
+        let log = try Log.open(directory.path, options: options())
+        try FileSystem.unlink(directory.child(Format.watermarkFileName))
+        var index = 0
+        while log.segments.count < 2 || log.segments[1].recordCount < 10 {
+            try log.append(payload(index, maxLength: 2_000))
+            index += 1
+        }
+        try log.commit()
+        try log.append(Array("claims everything before".utf8))
+        try log.commit()
+        let firstSegmentEnd = log.segments[1].baseLSN - 1
+        let follower = try LogFollower(directory.path, options: .init(pollInterval: .milliseconds(1)))
+        #expect(!follower.isFollowingWatermark)
+        for lsn in LSN(1)...5 { #expect(try follower.nextIfAvailable()?.lsn == lsn) }
+
+        // Keep 1...10 (all in the first segment); the second segment is unlinked.
+        try log.removeAfter(10)
+        #expect(log.segments.count == 1 && firstSegmentEnd > 11)
+        try log.append(Array("replacement".utf8))
+        usleep(2_000)
+        var lsns: [LSN] = []
+        while let record = try follower.nextIfAvailable() { lsns.append(record.lsn) }
+        #expect(lsns == Array(6...10), "only the records still proven durable; the replacement is not")
+        try log.commit()
+        try log.append(Array("claims 11".utf8))
+        try log.commit()
+        usleep(2_000)
+        let next = try #require(try follower.nextIfAvailable())
+        #expect(next.lsn == 11 && next.payload == Array("replacement".utf8))
+        try log.close()
+    }
+
     /// Without a `DURABLE` file the follower polls and returns what the log proves durable:
     /// records that a later record's durable claim covers, everything after a clean close.
     @Test func withoutAWatermarkFileReturnsWhatTheLogProvesDurable() throws {
