@@ -125,7 +125,9 @@ import Testing
             return try await group.reduce(into: []) { $0.append($1) }
         }
         #expect(lsns.sorted() == Array(1...64))
-        #expect(FaultInjection.recordedSyncs(directory: directory.path).count < 64)
+        // How many syncs the 64 tasks shared depends on how the cooperative pool ran them (on
+        // a loaded 2-CPU machine each may append only after the previous one's sync): sharing
+        // is checked by `noWaiterReturnsBeforeItsBytesAreCoveredByACompletedSync`, not here.
         try await log.commit()
         try log.close()
     }
