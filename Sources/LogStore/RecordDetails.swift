@@ -38,10 +38,7 @@ extension Log {
         let (segment, offset, cutsSeen) = try locate(lsn)
         return try checkingTruncation(of: lsn, cutsSeen: cutsSeen) { () throws(LogError) -> RecordDetails in
             try withExtendedLifetime(segment) { () throws(LogError) -> RecordDetails in
-                let (header, payload) = try segment.record(at: offset)
-                guard header.type == Format.recordTypeData, header.lsn == lsn else {
-                    throw segment.changedRecord(at: offset, lsn: lsn)
-                }
+                let (header, payload) = try segment.dataRecord(at: offset, lsn: lsn)
                 return RecordDetails(
                     lsn: lsn, segment: segment.name, offset: offset, crc: header.crc, durableLSN: header.durableLSN,
                     type: header.type, flags: header.flags,

@@ -123,11 +123,16 @@ extension Segment {
         return (header, UnsafeRawBufferPointer(start: base + offset + Format.recordHeaderSize, count: Int(header.length)))
     }
 
-    /// The payload of the data record with `lsn`, which the log indexed at `offset`.
-    func payload(ofRecordAt offset: Int, lsn: LSN) throws(LogError) -> UnsafeRawBufferPointer {
+    /// The header and payload of the data record with `lsn`, which the log indexed at `offset`.
+    func dataRecord(at offset: Int, lsn: LSN) throws(LogError) -> (RecordHeader, UnsafeRawBufferPointer) {
         let (header, payload) = try record(at: offset)
         guard header.type == Format.recordTypeData, header.lsn == lsn else { throw changedRecord(at: offset, lsn: lsn) }
-        return payload
+        return (header, payload)
+    }
+
+    /// The payload of the data record with `lsn`, which the log indexed at `offset`.
+    func payload(ofRecordAt offset: Int, lsn: LSN) throws(LogError) -> UnsafeRawBufferPointer {
+        try dataRecord(at: offset, lsn: lsn).1
     }
 
     func checkChecksum(of header: RecordHeader, at offset: Int) throws(LogError) {

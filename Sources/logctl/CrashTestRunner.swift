@@ -233,14 +233,10 @@ struct CrashTestRun {
         var next: LSN = 1
         var survivors: [Entry] = []
         var records = log.records()
-        while true {
-            let record: Log.Record
-            do throws(LogError) {
-                guard let read = try records.next() else { break }
-                record = read
-            } catch {
-                throw violation(next, "LSN \(next) cannot be read: \(error)")
-            }
+        func nextRecord() throws(Problem) -> Log.Record? {
+            do { return try records.next() } catch { throw violation(next, "LSN \(next) cannot be read: \(error)") }
+        }
+        while let record = try nextRecord() {
             guard record.lsn == next else { throw violation(next, "LSN \(record.lsn) follows LSN \(next - 1)") }
             next += 1
             let crc = record.payload.withUnsafeBytes { CRC32C.checksum($0) }

@@ -198,15 +198,13 @@ import Testing
             report = log.recoveryReport
             var next = log.firstLSN
             var records = log.records()
-            while true {
-                let record: Log.Record
-                do throws(LogError) {
-                    guard let read = try records.next() else { break }
-                    record = read
-                } catch {
+            func nextRecord() -> Log.Record? {
+                do { return try records.next() } catch {
                     failures.append("records() threw \(error) at LSN \(next) of a log that opened")
-                    break
+                    return nil
                 }
+            }
+            while let record = nextRecord() {
                 if record.lsn != next { failures.append("records() gave LSN \(record.lsn) where \(next) was expected") }
                 next = record.lsn + 1
             }
