@@ -44,7 +44,13 @@ func options(segmentSize: Int = 1 << 20, recovery: RecoveryMode = .tornTail, syn
 func snapshot(_ directory: String) throws -> [String: Data] {
     var files: [String: Data] = [:]
     for name in try FileManager.default.contentsOfDirectory(atPath: directory) {
-        files[name] = try Data(contentsOf: URL(fileURLWithPath: directory + "/" + name))
+        do {
+            files[name] = try Data(contentsOf: URL(fileURLWithPath: directory + "/" + name))
+        } catch CocoaError.fileReadNoSuchFile {
+            // A live log's background preparer renames its temporary file between the listing
+            // and the read: the snapshot is then the directory as listed a moment later.
+            continue
+        }
     }
     return files
 }
