@@ -56,6 +56,7 @@ let package = Package(
                 "LogStore",
                 "LogStoreSimulation",
                 "CLiburing",
+                "CLinuxShims",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
             ]

@@ -1,10 +1,14 @@
 // sync_file_range, SEEK_DATA and SEEK_HOLE are GNU extensions Swift's Glibc module does not export;
-// futex(2) has no libc wrapper at all, and Swift cannot call the variadic syscall(2).
+// futex(2) has no libc wrapper at all, and Swift cannot call the variadic syscall(2) or ioctl(2).
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/fiemap.h>
+#include <linux/fs.h>
 #include <linux/futex.h>
 #include <errno.h>
+#include <stdlib.h>
+#include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -18,6 +22,43 @@ int logstore_start_writeback(int fd, int64_t offset, int64_t length) {
 int64_t logstore_seek_data(int fd, int64_t offset) { return lseek(fd, offset, SEEK_DATA); }
 
 int64_t logstore_seek_hole(int fd, int64_t offset) { return lseek(fd, offset, SEEK_HOLE); }
+
+int64_t logstore_unwritten_bytes(int fd, int64_t offset, int64_t length) {
+    enum { batch = 64 };
+    struct fiemap *map = calloc(1, sizeof(struct fiemap) + batch * sizeof(struct fiemap_extent));
+    if (map == NULL) return -1;
+    int64_t unwritten = 0;
+    int64_t position = offset;
+    const int64_t end = offset + length;
+    while (position < end) {
+        map->fm_start = (uint64_t)position;
+        map->fm_length = (uint64_t)(end - position);
+        map->fm_flags = FIEMAP_FLAG_SYNC;
+        map->fm_extent_count = batch;
+        map->fm_mapped_extents = 0;
+        if (ioctl(fd, FS_IOC_FIEMAP, map) != 0) {
+            int saved = errno;
+            free(map);
+            errno = saved;
+            return -1;
+        }
+        if (map->fm_mapped_extents == 0) break;
+        int last = 0;
+        for (unsigned i = 0; i < map->fm_mapped_extents; i++) {
+            const struct fiemap_extent *extent = &map->fm_extents[i];
+            int64_t from = (int64_t)extent->fe_logical;
+            int64_t to = from + (int64_t)extent->fe_length;
+            if (from < position) from = position;
+            if (to > end) to = end;
+            if ((extent->fe_flags & FIEMAP_EXTENT_UNWRITTEN) && to > from) unwritten += to - from;
+            position = (int64_t)(extent->fe_logical + extent->fe_length);
+            if (extent->fe_flags & FIEMAP_EXTENT_LAST) last = 1;
+        }
+        if (last) break;
+    }
+    free(map);
+    return unwritten;
+}
 
 static long futex(const uint32_t *word, int op, uint32_t value, const struct timespec *timeout) {
     return syscall(SYS_futex, word, op, value, timeout, NULL, 0);

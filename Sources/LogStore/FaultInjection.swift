@@ -60,6 +60,20 @@ package enum FaultInjection {
         observed.withLock { if $0[directory] != nil { $0[directory]!.append((segment, bytes)) } }
     }
 
+    // MARK: Holding the converter thread (ExtentConversionTests)
+
+    private static let conversionHooks = Mutex<[String: @Sendable (Range<Int>) -> Void]>([:])
+
+    /// Runs `hook` on the converter thread of the log in `directory` with the bytes it is about
+    /// to write back, before it touches them (nil removes it).
+    static func beforeConversion(directory: String, _ hook: (@Sendable (Range<Int>) -> Void)?) {
+        conversionHooks.withLock { $0[directory] = hook }
+    }
+
+    static func conversionStarting(directory: String, bytes: Range<Int>) {
+        conversionHooks.withLock { $0[directory] }?(bytes)
+    }
+
     // MARK: Observing syncs and crash points (the power-loss simulator)
 
     /// What the power-loss simulator needs to know to keep a durable image of every file: each

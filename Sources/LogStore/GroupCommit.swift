@@ -320,7 +320,7 @@ extension Log {
         }
         metrics?.reportSync(records: target - previouslyDurable, nanoseconds: Log.monotonicNanoseconds() - syncStarted)
         FaultInjection.crashPoint("after sync \(number), before its callers are woken", directory: directory)
-        state.withLock { state in
+        let convertMore = state.withLock { state in
             for pending in engine.installs {
                 if let index = state.segments.lastIndex(where: { $0.segment === pending.segment }) {
                     state.segments[index].pendingInstall = nil
@@ -333,7 +333,9 @@ extension Log {
             }
             state.durableLSN = max(state.durableLSN, target)
             durableWatermark.store(state.durableLSN, ordering: .sequentiallyConsistent)
+            return converter != nil && nextConversion(state) != nil
         }
+        if convertMore { converter?.wake.notifyAll() }
         // Syncs run one at a time, so the published LSN only grows. Followers are woken here,
         // not by the waker thread: one futex call, and no second thread wake-up in series
         // before theirs (BENCHMARKS.md, "Tail latency").

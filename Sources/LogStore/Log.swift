@@ -36,6 +36,14 @@ public final class Log: Sendable {
         /// accumulate, so that a large commit finds most of its pages already on their way to
         /// disk (like RocksDB's `bytes_per_sync`). 0 turns it off. It never makes anything durable.
         public var writeBehindBytes = 4 << 20
+        /// With `Preallocation.fallocate`, a background thread keeps this many bytes past the
+        /// last record written back, so that their extents are converted before a commit
+        /// reaches them and small commits need no journal commit of their own (a few times
+        /// more durable records per second with many writers; BENCHMARKS.md). It writes only
+        /// pages past the records (or records not yet committed, early) and never makes
+        /// anything durable. 0 turns it off; `SyncMode.none` and `CommitAlignment.page` never
+        /// start it.
+        public var convertAheadBytes = 1 << 20
         /// What a sync may assume about the disk, and so where the next record after a commit
         /// starts (see `CommitAlignment` and FORMAT.md, "Crash model").
         public var commitAlignment: CommitAlignment = .none
@@ -159,6 +167,9 @@ public final class Log: Sendable {
         /// Set for a segment rolled into but maybe not installed yet: the next commit waits for
         /// its installation before acknowledging anything in it.
         var pendingInstall: PendingInstall? = nil
+        /// The converter thread has written back (and so converted the extents of) the
+        /// bytes from the end of the records up to here (ExtentConversion.swift).
+        var convertedEnd = 0
         /// Set for a sealed segment whose records the open did not check (after a clean close):
         /// `recordOffsets` is empty, `end` is the segment size, and the index is built on first
         /// read.
@@ -249,6 +260,8 @@ public final class Log: Sendable {
     let syncer: LoopThread?
     /// Wakes the callers of syncs the syncer finished while it went on with the next one.
     let waker: LoopThread?
+    /// Converts the active segment's extents ahead of the appends (ExtentConversion.swift).
+    let converter: LoopThread?
     /// The last sync the syncer finished and handed to the waker to announce.
     let finishedSync = Atomic<UInt64>(0)
     let asyncWaiters = Mutex<[AsyncWaiter]>([])
@@ -274,6 +287,7 @@ public final class Log: Sendable {
     deinit {
         syncer?.stop()
         waker?.stop()
+        converter?.stop()
         retentionWorker?.cancel()
         // Dropped without close (a crash, as far as the log is concerned): let a queued
         // installation finish before the lock is released with the stored properties.
@@ -402,12 +416,17 @@ public final class Log: Sendable {
         let recoveryNanoseconds = Log.monotonicNanoseconds() - recoveryStarted
         syncer = readOnly || options.sync == .none ? nil : LoopThread()
         waker = syncer == nil ? nil : LoopThread()
+        // Not with `.page` alignment: the converter may write a page back again after a commit
+        // acknowledged bytes in it (unchanged), which that crash model does not allow.
+        converter = syncer == nil || options.preallocation != .fallocate || options.convertAheadBytes <= 0
+            || options.commitAlignment == .page ? nil : LoopThread()
         retentionWorker = readOnly || !options.retention.isEnabled
             ? nil : RetentionWorker(interval: options.retention.checkInterval)
         let weakSelf = WeakLog(self)
         retentionWorker?.start(weakSelf)
         syncer?.start { syncer in Log.runSyncer(syncer, log: weakSelf) }
         waker?.start { waker in Log.runWaker(waker, log: weakSelf) }
+        converter?.start { converter in Log.runConverter(converter, log: weakSelf) }
         if !readOnly { reportRecovery(nanoseconds: recoveryNanoseconds) }
     }
 
@@ -1052,6 +1071,7 @@ public final class Log: Sendable {
             refusing.store(true, ordering: .sequentiallyConsistent)
             syncer?.stop()
             waker?.stop()
+            converter?.stop()
             retentionWorker?.stop()
             syncCompleted.forEach { $0.notifyAll() }
             resumeAsyncWaiters()

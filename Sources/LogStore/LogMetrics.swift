@@ -36,6 +36,9 @@ final class LogMetrics: Sendable {
         static let recoveryLostRecords = "recovery_lost_records"
         /// Gauge: 1 once a failed sync poisoned the log, 0 from open until then.
         static let poisoned = "poisoned"
+        /// Bytes past the records written back ahead of the appends to convert their extents
+        /// (`Log.Options.convertAheadBytes`).
+        static let convertedBytes = "converted_bytes"
     }
 
     let factory: any MetricsFactory
@@ -50,6 +53,7 @@ final class LogMetrics: Sendable {
     let preallocationInBackground: CoreMetrics.Timer
     let preallocationInRoll: CoreMetrics.Timer
     let poisoned: Gauge
+    let convertedBytes: Counter
 
     init(factory: any MetricsFactory, prefix: String, dimensions: [(String, String)]) {
         self.factory = factory
@@ -68,6 +72,7 @@ final class LogMetrics: Sendable {
         preallocationInRoll = CoreMetrics.Timer(
             label: label(Name.preallocationDuration), dimensions: dimensions + [("during", "roll")], factory: factory)
         poisoned = Gauge(label: label(Name.poisoned), dimensions: dimensions, factory: factory)
+        convertedBytes = Counter(label: label(Name.convertedBytes), dimensions: dimensions, factory: factory)
     }
 
     static func label(_ name: String, prefix: String) -> String { prefix.isEmpty ? name : prefix + "." + name }

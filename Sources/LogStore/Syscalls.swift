@@ -224,11 +224,12 @@ struct Mapping: ~Copyable {
     let base: UnsafeMutableRawPointer
     let length: Int
 
-    /// `mmap(2)` with `MAP_SHARED` of the first `length` bytes of `descriptor`.
-    init(_ descriptor: borrowing OwnedDescriptor, length: Int, writable: Bool) throws(Errno) {
+    /// `mmap(2)` with `MAP_SHARED` of `length` bytes of `descriptor` from `offset` (a multiple
+    /// of the page size).
+    init(_ descriptor: borrowing OwnedDescriptor, offset: Int = 0, length: Int, writable: Bool) throws(Errno) {
         precondition(length > 0)
         let protection = writable ? PROT_READ | PROT_WRITE : PROT_READ
-        let address = Glibc.mmap(nil, length, protection, MAP_SHARED, descriptor.raw.rawValue, 0)
+        let address = Glibc.mmap(nil, length, protection, MAP_SHARED, descriptor.raw.rawValue, off_t(offset))
         guard let address, address != MAP_FAILED else { throw Errno(rawValue: errno) }
         base = address
         self.length = length
@@ -243,6 +244,12 @@ struct Mapping: ~Copyable {
         let start = alignDown(range.lowerBound, to: Format.pageSize)
         let end = min(alignUp(range.upperBound, to: Format.pageSize), alignUp(length, to: Format.pageSize))
         return start..<max(start, end)
+    }
+
+    /// `madvise(2)` with `MADV_POPULATE_WRITE` over the whole mapping: faults every page in
+    /// writable (dirtying it) as a store would, without storing anything.
+    func populateWritable() throws(Errno) {
+        _ = try retryingInterrupts { Glibc.madvise(base, length, MADV_POPULATE_WRITE) }
     }
 
     /// `msync(2)` with `MS_SYNC` over `pages` (page-aligned byte offsets).

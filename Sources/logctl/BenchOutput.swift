@@ -5,7 +5,11 @@ import LogStore
 enum BenchWorkload: String, CaseIterable, Sendable {
     case durableSerial = "durable-serial"
     case durableConcurrent = "durable-concurrent"
+    case durableConcurrentAsync = "durable-concurrent-async"
     case bulk
+
+    /// Whether rows run `--writers` writers for `--duration` (else one writer, `--records`).
+    var isConcurrent: Bool { self == .durableConcurrent || self == .durableConcurrentAsync }
 }
 
 /// One measured row: a sync mode (or the raw baseline), a workload and a writer count.
@@ -16,13 +20,13 @@ struct BenchRow {
     var sync: Log.SyncMode?
     var workload: BenchWorkload
     var writers: Int
-    /// Records to write (durable-serial, bulk); durable-concurrent runs for a duration instead.
+    /// Records to write (durable-serial, bulk); the concurrent workloads run for a duration instead.
     var records: Int
 
     var mode: String { sync?.rawValue ?? Self.rawMode }
 
     var label: String {
-        guard workload == .durableConcurrent else { return "\(mode) \(workload.rawValue)" }
+        guard workload.isConcurrent else { return "\(mode) \(workload.rawValue)" }
         return "\(mode) \(workload.rawValue), \(writers) writer" + (writers == 1 ? "" : "s")
     }
 }

@@ -59,13 +59,9 @@ struct BenchRunner: Sendable {
         for _ in 0..<writers {
             run.finished.enter()
             let thread = Thread {
-                // Each writer keeps its own histogram: sharing one would put a lock (or a data
-                // race) inside the timed loop.
-                var histogram = Self.makeHistogram()
-                var count = 0
                 run.ready.signal()
                 run.go.wait()
-                let deadline = run.deadline.load(ordering: .acquiring)
+                var tally = WriterTally(deadline: run.deadline.load(ordering: .acquiring))
                 payload.withUnsafeBufferPointer { buffer in
                     while !run.stop.load(ordering: .relaxed) {
                         let before = monotonicNanoseconds()
@@ -73,13 +69,10 @@ struct BenchRunner: Sendable {
                             run.fail(error)
                             break
                         }
-                        let after = monotonicNanoseconds()
-                        histogram.record(min(after - before, Self.latencyCeiling))
-                        count += 1
-                        if after >= deadline { break }
+                        if !tally.record(since: before) { break }
                     }
                 }
-                run.results.withLock { $0.append((count, histogram)) }
+                run.results.withLock { $0.append((tally.count, tally.histogram)) }
                 run.finished.leave()
             }
             thread.start()
@@ -89,15 +82,41 @@ struct BenchRunner: Sendable {
         run.deadline.store(start + UInt64(duration * 1e9), ordering: .releasing)
         for _ in 0..<writers { run.go.signal() }
         run.finished.wait()
-        let elapsed = monotonicNanoseconds() - start
-        if let failure = run.failure.withLock({ $0 }) { throw failure }
-        var merged = Self.makeHistogram()
-        var records = 0
-        for (count, histogram) in run.results.withLock({ $0 }) {
-            records += count
-            merged.add(histogram)
+        return try run.measurement(nanoseconds: monotonicNanoseconds() - start)
+    }
+
+    /// `writers` Swift tasks on the cooperative pool, each awaiting `log.append(_:)` (which
+    /// returns once its record is durable, holding no thread meanwhile) in a loop until
+    /// `duration` has passed.
+    func durableConcurrentAsync(_ log: Log, writers: Int, duration: Double) throws -> BenchMeasurement {
+        let run = ConcurrentRun()
+        let payload = payload
+        let start = monotonicNanoseconds()
+        let deadline = start + UInt64(duration * 1e9)
+        run.finished.enter()
+        Task {
+            await withTaskGroup(of: Void.self) { group in
+                for _ in 0..<writers {
+                    group.addTask {
+                        var tally = WriterTally(deadline: deadline)
+                        while !run.stop.load(ordering: .relaxed) {
+                            let before = monotonicNanoseconds()
+                            do { _ = try await log.append(payload) } catch {
+                                run.fail(error)
+                                break
+                            }
+                            if !tally.record(since: before) { break }
+                        }
+                        run.results.withLock { [tally] in $0.append((tally.count, tally.histogram)) }
+                    }
+                }
+            }
+            run.finished.leave()
         }
-        return BenchMeasurement(records: records, nanoseconds: elapsed, latency: merged)
+        // The calling thread is not one of the cooperative pool's, so blocking it is fine.
+        run.finished.wait()
+        let elapsed = monotonicNanoseconds() - start
+        return try run.measurement(nanoseconds: elapsed)
     }
 
     /// One writer appends every record, then one commit makes them all durable.
@@ -167,7 +186,23 @@ struct BenchRunner: Sendable {
     }
 }
 
-/// What the writer threads of one durable-concurrent row share.
+/// One concurrent writer's commits. Each writer keeps its own histogram: sharing one would put
+/// a lock (or a data race) inside the timed loop.
+private struct WriterTally {
+    let deadline: UInt64
+    var histogram = BenchRunner.makeHistogram()
+    var count = 0
+
+    /// Counts a commit that started at `before`; false once the deadline has passed.
+    mutating func record(since before: UInt64) -> Bool {
+        let after = monotonicNanoseconds()
+        histogram.record(min(after - before, BenchRunner.latencyCeiling))
+        count += 1
+        return after < deadline
+    }
+}
+
+/// What the writers (threads or tasks) of one durable-concurrent row share.
 private final class ConcurrentRun: Sendable {
     let ready = DispatchSemaphore(value: 0)
     let go = DispatchSemaphore(value: 0)
@@ -181,6 +216,18 @@ private final class ConcurrentRun: Sendable {
     func fail(_ error: any Error) {
         failure.withLock { if $0 == nil { $0 = error } }
         stop.store(true, ordering: .relaxed)
+    }
+
+    /// The writers' counts and histograms merged, or the first writer's error.
+    func measurement(nanoseconds: UInt64) throws -> BenchMeasurement {
+        if let failure = failure.withLock({ $0 }) { throw failure }
+        var merged = BenchRunner.makeHistogram()
+        var records = 0
+        for (count, histogram) in results.withLock({ $0 }) {
+            records += count
+            merged.add(histogram)
+        }
+        return BenchMeasurement(records: records, nanoseconds: nanoseconds, latency: merged)
     }
 }
 

@@ -19,7 +19,8 @@ import Testing
         // Someone else's file in --dir must survive, and the rows' directories must not.
         try Data("mine".utf8).write(to: URL(fileURLWithPath: scratch.child("keep")))
         let result = try logctl([
-            "bench", "--json", "--mode", "msync,fdatasync", "--workload", "durable-serial,durable-concurrent,bulk",
+            "bench", "--json", "--mode", "msync,fdatasync", "--workload",
+            "durable-serial,durable-concurrent,durable-concurrent-async,bulk",
             "--writers", "1,4", "--records", "200", "--duration", "0.3", "--dir", scratch.path,
         ])
         #expect(result.status == 0, "\(result.stderr)")
@@ -28,10 +29,11 @@ import Testing
         for row in rows { #expect(Set(row.keys) == Self.keys, "\(row)") }
 
         var expected: Set<String> = []
-        for workload in ["durable-serial", "durable-concurrent", "bulk"] {
+        let timed: Set<String> = ["durable-concurrent", "durable-concurrent-async"]
+        for workload in ["durable-serial", "durable-concurrent", "durable-concurrent-async", "bulk"] {
             expected.insert("raw-fdatasync \(workload) 1")
             for mode in ["msync", "fdatasync"] {
-                for writers in workload == "durable-concurrent" ? [1, 4] : [1] {
+                for writers in timed.contains(workload) ? [1, 4] : [1] {
                     expected.insert("\(mode) \(workload) \(writers)")
                 }
             }
@@ -43,14 +45,14 @@ import Testing
         #expect(Set(seen) == expected)
 
         for row in rows {
-            let workload = row["workload"] as? String
+            let workload = try #require(row["workload"] as? String)
             let records = try #require(row["records"] as? Int)
             let seconds = try #require(row["seconds"] as? Double)
             let rate = try #require(row["records_per_s"] as? Double)
             #expect(row["size"] as? Int == 128)
             #expect(rate > 0)
             #expect(abs(rate - Double(records) / seconds) <= 0.05 + rate * 1e-9, "\(row)")
-            if workload == "durable-concurrent" {
+            if timed.contains(workload) {
                 #expect(records >= 1)
                 #expect(seconds >= 0.3, "a timed row runs at least --duration")
             } else {

@@ -36,6 +36,8 @@ struct Settings {
     var dir = "/tmp"
     var sections: Set<String> = ["serial", "bulk", "crc", "prealloc", "folio", "recovery", "concurrent", "tail"]
     var writers = [1, 4, 16, 64]
+    var writerKinds = ["threads"]
+    var convertAhead = [1 << 20]
     var modes: [Log.SyncMode] = [.msync, .uring, .fdatasync]
     var seconds = 2.0
     var tailRecords = 2_000
@@ -62,6 +64,8 @@ do {
         case "--crc-bytes": settings.crcBytes = Int(value(arg))!
         case "--dir": settings.dir = value(arg)
         case "--writers": settings.writers = value(arg).split(separator: ",").map { Int($0)! }
+        case "--writer-kinds": settings.writerKinds = value(arg).split(separator: ",").map(String.init)
+        case "--convert-ahead": settings.convertAhead = value(arg).split(separator: ",").map { Int($0)! }
         case "--modes": settings.modes = value(arg).split(separator: ",").map { Log.SyncMode(rawValue: String($0))! }
         case "--seconds": settings.seconds = Double(value(arg))!
         case "--tail-reader":
@@ -77,7 +81,7 @@ do {
         case "--only": settings.sections = Set(value(arg).split(separator: ",").map(String.init))
         case "-h", "--help":
             say("usage: LogStoreMeasure [--reps N] [--records N] [--bulk N] [--crc-bytes N] [--dir PATH] "
-                + "[--only serial,bulk,crc,prealloc,folio,recovery,concurrent,tail,read,scan,open] [--writers 1,4,16,64] "
+                + "[--only serial,bulk,crc,prealloc,folio,recovery,concurrent,tail,read,scan,open] [--writers 1,4,16,64] [--writer-kinds threads,tasks] [--convert-ahead 0,1048576] "
                 + "[--modes msync,uring,fdatasync] [--seconds S] [--tail-records N] [--tail-gap-us N] "
                 + "[--read-records N] [--scan-bytes N] [--open-gib N] [--open-dir PATH] [--keep-open-log]")
             exit(0)
@@ -142,10 +146,14 @@ func summarize(latencies: [UInt64], total: UInt64, deviceBytes: UInt64?) -> Seri
 
 /// append(128 B) + commit, `count` times, on a fresh log (creating it is not timed). The
 /// latency of one record is append + commit, like the raw loop's pwrite + fdatasync.
-func runDurableSerial(sync: Log.SyncMode, preallocation: Preallocation, count: Int) throws -> SerialResult {
+func runDurableSerial(sync: Log.SyncMode, preallocation: Preallocation, convertAhead: Bool = true, count: Int) throws
+    -> SerialResult
+{
     let dir = Bench.makeTemporaryDirectory("logstore-measure-serial", base: settings.dir)
     defer { Bench.removeDirectory(dir) }
-    let log = try Log.open(dir, options: Log.Options(createIfMissing: true, sync: sync, preallocation: preallocation))
+    var options = Log.Options(createIfMissing: true, sync: sync, preallocation: preallocation)
+    if !convertAhead { options.convertAheadBytes = 0 }
+    let log = try Log.open(dir, options: options)
     var latencies = [UInt64](repeating: 0, count: count)
     let written = device.bytesWritten()
     let start = Bench.now()
@@ -217,10 +225,12 @@ func runBulk(count: Int, segmentSize: Int, preallocation: Preallocation, writeBe
 
 /// `writers` threads, each appending a 128-byte record and waiting until it is durable, for
 /// `seconds`: durable records/s, and the p50/p99 of append+commit in microseconds.
-func runConcurrent(mode: Log.SyncMode, writers: Int, seconds: Double) throws -> (Double, Double, Double) {
+func runConcurrent(mode: Log.SyncMode, writers: Int, seconds: Double, convertAhead: Int) throws -> (Double, Double, Double) {
     let dir = Bench.makeTemporaryDirectory("logstore-measure-concurrent", base: settings.dir)
     defer { Bench.removeDirectory(dir) }
-    let log = try Log.open(dir, options: Log.Options(createIfMissing: true, sync: mode))
+    var options = Log.Options(createIfMissing: true, sync: mode)
+    options.convertAheadBytes = convertAhead
+    let log = try Log.open(dir, options: options)
     let stop = Atomic<Bool>(false)
     let latencies = Mutex<[UInt64]>([])
     let group = DispatchGroup()
@@ -249,6 +259,102 @@ func runConcurrent(mode: Log.SyncMode, writers: Int, seconds: Double) throws -> 
     let sorted = latencies.withLock { $0.sorted() }
     return (Double(sorted.count) / (Double(total) / 1e9), us(Bench.percentile(sorted, 0.5)),
             us(Bench.percentile(sorted, 0.99)))
+}
+
+/// `runConcurrent` with Swift tasks instead of threads: `writers` tasks on the cooperative
+/// pool, each `try await log.append(_:)` (returns once durable) in a loop.
+func runConcurrentTasks(mode: Log.SyncMode, writers: Int, seconds: Double, convertAhead: Int) throws
+    -> (Double, Double, Double)
+{
+    let dir = Bench.makeTemporaryDirectory("logstore-measure-concurrent", base: settings.dir)
+    defer { Bench.removeDirectory(dir) }
+    var options = Log.Options(createIfMissing: true, sync: mode)
+    options.convertAheadBytes = convertAhead
+    let log = try Log.open(dir, options: options)
+    final class Shared: Sendable {
+        let stop = Atomic<Bool>(false)
+        let latencies = Mutex<[UInt64]>([])
+    }
+    let shared = Shared()
+    let done = DispatchSemaphore(value: 0)
+    let start = Bench.now()
+    let record = payload
+    Task {
+        await withTaskGroup(of: Void.self) { group in
+            for _ in 0..<writers {
+                group.addTask {
+                    var mine: [UInt64] = []
+                    mine.reserveCapacity(200_000)
+                    while !shared.stop.load(ordering: .relaxed) {
+                        let t0 = Bench.now()
+                        _ = try! await log.append(record)
+                        mine.append(Bench.now() - t0)
+                    }
+                    shared.latencies.withLock { [mine] in $0.append(contentsOf: mine) }
+                }
+            }
+        }
+        done.signal()
+    }
+    Thread.sleep(forTimeInterval: seconds)
+    shared.stop.store(true, ordering: .relaxed)
+    done.wait()
+    let total = Bench.now() - start
+    try log.close()
+    let sorted = shared.latencies.withLock { $0.sorted() }
+    return (Double(sorted.count) / (Double(total) / 1e9), us(Bench.percentile(sorted, 0.5)),
+            us(Bench.percentile(sorted, 0.99)))
+}
+
+/// Durable serial variants interleaved in blocks of `block` records, so that the machine's
+/// drift hits all of them alike: per variant, records/s over its own blocks and p50/p99.
+func runSerialInterleaved(count: Int, block: Int) throws {
+    enum Target { case raw(RawSyncFile), log(Log) }
+    var targets: [(String, Target, String)] = []
+    func logTarget(_ label: String, _ configure: (inout Log.Options) -> Void) throws {
+        let dir = Bench.makeTemporaryDirectory("logstore-measure-serial", base: settings.dir)
+        var options = Log.Options(createIfMissing: true, sync: .msync)
+        configure(&options)
+        targets.append((label, .log(try Log.open(dir, options: options)), dir))
+    }
+    let rawDir = Bench.makeTemporaryDirectory("logstore-measure-raw", base: settings.dir)
+    targets.append(("raw pwrite+fdatasync (4 KiB fill)", .raw(RawSyncFile(directory: rawDir, fillChunk: 4096)), rawDir))
+    let rawDir2 = Bench.makeTemporaryDirectory("logstore-measure-raw", base: settings.dir)
+    targets.append(("raw pwrite+fdatasync (1 MiB fill)", .raw(RawSyncFile(directory: rawDir2)), rawDir2))
+    try logTarget("msync default", { _ in })
+    try logTarget("msync, convertAheadBytes 0", { $0.convertAheadBytes = 0 })
+    try logTarget("msync, zero-fill", { $0.preallocation = .zeroFill })
+    var latencies = [[UInt64]](repeating: [], count: targets.count)
+    var spent = [UInt64](repeating: 0, count: targets.count)
+    try payload.withUnsafeBytes { bytes in
+        for round in 0..<(count / block) {
+            for k in 0..<targets.count {
+                let i = (k + round) % targets.count
+                let start = Bench.now()
+                for _ in 0..<block {
+                    let t0 = Bench.now()
+                    switch targets[i].1 {
+                    case .raw(let file): file.writeAndSync(bytes)
+                    case .log(let log): try log.appendAndCommit(bytes)
+                    }
+                    latencies[i].append(Bench.now() - t0)
+                }
+                spent[i] += Bench.now() - start
+            }
+        }
+    }
+    let rawRate = Double(latencies[0].count) / (Double(spent[0]) / 1e9)
+    for (i, (label, target, dir)) in targets.enumerated() {
+        let sorted = latencies[i].sorted()
+        let rate = Double(sorted.count) / (Double(spent[i]) / 1e9)
+        say("\(label): \(grouped(rate)) records/s (\(fmt(rate / rawRate, 2))x raw 4K), p50 \(fmt(us(Bench.percentile(sorted, 0.5)))) us, "
+            + "p99 \(fmt(us(Bench.percentile(sorted, 0.99)))) us")
+        switch target {
+        case .raw(let file): file.close()
+        case .log(let log): try log.close()
+        }
+        Bench.removeDirectory(dir)
+    }
 }
 
 // MARK: - Page-cache folio diagnostic
@@ -326,18 +432,23 @@ if settings.sections.contains("serial") {
     // first version of this file; the second raw variant fills it in 4 KiB pwrites instead.
     let raw = "raw pwrite+fdatasync (zero-filled file)"
     let raw4K = "raw pwrite+fdatasync (file zero-filled in 4 KiB pwrites)"
+    let noConvertAhead = "LogStore msync, fallocate, convertAheadBytes 0"
     let variants: [(String, Log.SyncMode?, Preallocation)] = [
         (raw, nil, .fallocate),
         (raw4K, nil, .zeroFill),
         ("LogStore msync, fallocate (default)", .msync, .fallocate),
         ("LogStore fdatasync, fallocate", .fdatasync, .fallocate),
+        (noConvertAhead, .msync, .fallocate),
         ("LogStore msync, zero-fill", .msync, .zeroFill),
         ("LogStore fdatasync, zero-fill", .fdatasync, .zeroFill),
     ]
     var results: [String: [SerialResult]] = [:]
     for rep in 0..<settings.reps {
         for (label, sync, preallocation) in rotated(variants, by: rep) {
-            let r = try sync.map { try runDurableSerial(sync: $0, preallocation: preallocation, count: settings.records) }
+            let r = try sync.map {
+                try runDurableSerial(sync: $0, preallocation: preallocation, convertAhead: label != noConvertAhead,
+                                     count: settings.records)
+            }
                 ?? runRaw(count: settings.records, fillChunk: label == raw4K ? 4096 : 1 << 20)
             results[label, default: []].append(r)
             say(serialLine("rep \(rep + 1) \(label)", r))
@@ -529,26 +640,46 @@ if settings.sections.contains("recovery") {
 }
 
 // (f): group commit: W threads, each appending one record and waiting until it is durable.
+if settings.sections.contains("interleaved") {
+    for rep in 0..<settings.reps {
+        say("\n== durable serial, interleaved in blocks of 100, \(settings.records) x 128 B each, rep \(rep + 1) ==")
+        try runSerialInterleaved(count: settings.records, block: 100)
+    }
+}
+
 if settings.sections.contains("concurrent") {
     say("\n== durable-concurrent: W writers x (append 128 B + commit) for \(settings.seconds) s ==")
     var results: [String: [(Double, Double, Double)]] = [:]
     for rep in 0..<settings.reps {
         for mode in settings.modes {
-            for writers in settings.writers {
-                let r = try runConcurrent(mode: mode, writers: writers, seconds: settings.seconds)
-                results["\(mode.rawValue) \(writers)", default: []].append(r)
-                say("rep \(rep + 1) \(mode.rawValue) W=\(writers): \(grouped(r.0)) records/s, p50 \(fmt(r.1)) us, "
-                    + "p99 \(fmt(r.2)) us")
+            for kind in settings.writerKinds {
+                for convertAhead in settings.convertAhead {
+                    for writers in settings.writers {
+                        let r = kind == "tasks"
+                            ? try runConcurrentTasks(mode: mode, writers: writers, seconds: settings.seconds,
+                                                     convertAhead: convertAhead)
+                            : try runConcurrent(mode: mode, writers: writers, seconds: settings.seconds,
+                                                convertAhead: convertAhead)
+                        let key = "| \(mode.rawValue) | \(kind) | \(convertAhead) | \(writers) |"
+                        results[key, default: []].append(r)
+                        say("rep \(rep + 1) \(key) \(grouped(r.0)) records/s, p50 \(fmt(r.1)) us, p99 \(fmt(r.2)) us")
+                    }
+                }
             }
         }
     }
-    summary.append("| Mode | writers | durable records/s | p50 us | p99 us |")
-    summary.append("|---|---:|---:|---:|---:|")
+    summary.append("| Mode | writers are | convertAheadBytes | writers | durable records/s | p50 us | p99 us |")
+    summary.append("|---|---|---:|---:|---:|---:|---:|")
     for mode in settings.modes {
-        for writers in settings.writers {
-            let rs = results["\(mode.rawValue) \(writers)"]!
-            summary.append("| \(mode.rawValue) | \(writers) | \(grouped(Bench.median(rs.map(\.0)))) | "
-                + "\(fmt(Bench.median(rs.map(\.1)))) | \(fmt(Bench.median(rs.map(\.2)))) |")
+        for kind in settings.writerKinds {
+            for convertAhead in settings.convertAhead {
+                for writers in settings.writers {
+                    let key = "| \(mode.rawValue) | \(kind) | \(convertAhead) | \(writers) |"
+                    let rs = results[key]!
+                    summary.append("\(key) \(grouped(Bench.median(rs.map(\.0)))) | "
+                        + "\(fmt(Bench.median(rs.map(\.1)))) | \(fmt(Bench.median(rs.map(\.2)))) |")
+                }
+            }
         }
     }
     summary.append("")

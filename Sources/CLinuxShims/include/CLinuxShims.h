@@ -14,6 +14,11 @@ int64_t logstore_seek_data(int fd, int64_t offset);
 /// lseek(2) with SEEK_HOLE: the first offset >= `offset` in a hole (end of file counts as one).
 int64_t logstore_seek_hole(int fd, int64_t offset);
 
+/// ioctl(2) FS_IOC_FIEMAP: how many bytes of [offset, offset + length) lie in unwritten
+/// extents (allocated by fallocate(2), never written), or -1 with errno set (EOPNOTSUPP where
+/// the filesystem has no extent map, as on tmpfs). For tests and diagnostics.
+int64_t logstore_unwritten_bytes(int fd, int64_t offset, int64_t length);
+
 /// An event count over one futex word: waiters read the epoch, re-check their condition, then
 /// sleep until the epoch moves; a notifier bumps the epoch and wakes every sleeper with a
 /// single futex(2) call (FUTEX_WAKE, only when someone sleeps). Fields are accessed atomically.

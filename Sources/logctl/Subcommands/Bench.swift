@@ -12,6 +12,11 @@ extension LogCtl {
                   durable-concurrent  W writer threads (each W in --writers), each
                                       appending one record and waiting until it is
                                       durable, for --duration seconds
+                  durable-concurrent-async
+                                      the same with W Swift tasks instead of threads,
+                                      each `try await log.append(_:)` in a loop (the
+                                      async API: a task waiting for its sync holds no
+                                      thread)
                   bulk                one writer appends every record, then one commit
 
                 Each workload also runs a raw baseline on the same disk (mode raw-fdatasync):
@@ -40,10 +45,10 @@ extension LogCtl {
         @Option(help: "Sync modes to measure, comma-separated (default: msync,uring,fdatasync, those this build has).")
         var mode: String?
 
-        @Option(help: "Workloads, comma-separated: durable-serial, durable-concurrent, bulk.")
+        @Option(help: "Workloads, comma-separated: durable-serial, durable-concurrent, durable-concurrent-async, bulk.")
         var workload = BenchWorkload.allCases.map(\.rawValue).joined(separator: ",")
 
-        @Option(help: "Writer thread counts for durable-concurrent, comma-separated.")
+        @Option(help: "Writer counts (threads or tasks) for the durable-concurrent workloads, comma-separated.")
         var writers = "1,4,16,64"
 
         @Option(help: "Payload bytes per record.")
@@ -52,7 +57,7 @@ extension LogCtl {
         @Option(help: "Records for durable-serial and bulk (default: 20000 and 1000000).")
         var records: Int?
 
-        @Option(help: "Seconds each durable-concurrent row runs.")
+        @Option(help: "Seconds each durable-concurrent(-async) row runs.")
         var duration = 5.0
 
         @Option(help: "Segment size of the benchmarked logs (suffixes K, M, G allowed).")
@@ -177,7 +182,7 @@ extension LogCtl {
                 let records = workload == .bulk ? plan.bulkRecords : plan.serialRecords
                 rows.append(BenchRow(sync: nil, workload: workload, writers: 1, records: records))
                 for sync in plan.modes {
-                    for writers in workload == .durableConcurrent ? plan.writers : [1] {
+                    for writers in workload.isConcurrent ? plan.writers : [1] {
                         rows.append(BenchRow(sync: sync, workload: workload, writers: writers, records: records))
                     }
                 }
@@ -223,7 +228,8 @@ extension LogCtl {
                 let path = directory + "/raw"
                 switch row.workload {
                 case .durableSerial: return try runner.rawSerial(path: path, records: row.records)
-                case .durableConcurrent: return try runner.rawTimed(path: path, duration: duration)
+                case .durableConcurrent, .durableConcurrentAsync:
+                    return try runner.rawTimed(path: path, duration: duration)
                 case .bulk: return try runner.rawBulk(path: path, records: row.records)
                 }
             }
@@ -235,6 +241,8 @@ extension LogCtl {
                 case .durableSerial: measurement = try runner.durableSerial(log, records: row.records)
                 case .durableConcurrent:
                     measurement = try runner.durableConcurrent(log, writers: row.writers, duration: duration)
+                case .durableConcurrentAsync:
+                    measurement = try runner.durableConcurrentAsync(log, writers: row.writers, duration: duration)
                 case .bulk: measurement = try runner.bulk(log, records: row.records)
                 }
             } catch {

@@ -1,0 +1,78 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import SystemPackage
+
+// Converting the active segment's extents ahead of the appends.
+//
+// A segment preallocated with fallocate(2) alone is unwritten extents. The first write-back of
+// each block converts its extent, and a sync that converted one must also commit the journal
+// (ext4 counts the conversion as metadata a datasync needs). With small durable commits that
+// is every sync whose records reach a new block: one in 25 with one writer, nearly all of them
+// with 64 (BENCHMARKS.md, "Converting extents ahead"). So a background thread keeps the
+// `Options.convertAheadBytes` past the last record converted: it faults those pages in
+// writable with madvise(MADV_POPULATE_WRITE), which stores nothing (a record a writer copies
+// into the same page meanwhile is left as it is), then msyncs them. That writes the pages
+// (zeros, or records not yet committed: an early write-back, which the crash model allows)
+// and commits the conversions, off every commit's path.
+//
+// It uses a descriptor and a mapping of its own (the segment reopened through /proc/self/fd).
+// The kernel reports a write-back error once per open file description (errseq_t), so an
+// error its msync consumes is still reported to the writer's own next sync: the conversion
+// cannot hide a lost page from a commit (fsyncgate).
+
+extension Log {
+    /// The next range of the active segment to convert, when the converted part reaches less
+    /// than half of `convertAheadBytes` past the last record.
+    func nextConversion(_ state: borrowing State) -> (segment: Segment, bytes: Range<Int>)? {
+        guard !state.isClosed, state.poison == nil, let active = state.segments.last else { return nil }
+        let tail = alignUp(active.end, to: Format.pageSize)
+        let start = max(active.convertedEnd, tail)
+        let limit = min(segmentSize, alignUp(tail + options.convertAheadBytes, to: Format.pageSize))
+        guard start < limit, start < tail + options.convertAheadBytes / 2 else { return nil }
+        return (active.segment, start..<limit)
+    }
+
+    /// The converter thread's loop: converts while `nextConversion` finds something, else sleeps
+    /// until the next sync asks again. Stops for good at the first failure (conversion is only
+    /// an optimization; syncs convert by themselves).
+    static func runConverter(_ converter: LoopThread, log weakLog: WeakLog) {
+        while true {
+            let epoch = converter.wake.prepareWait()
+            if converter.isStopping { return }
+            guard let log = weakLog.log else { return }
+            if let (segment, bytes) = log.state.withLock({ log.nextConversion($0) }) {
+                FaultInjection.conversionStarting(directory: log.directory, bytes: bytes)
+                do throws(Errno) {
+                    try convertExtents(of: segment, bytes: bytes)
+                } catch {
+                    log.logger.warning(
+                        "stopped converting extents ahead of the appends",
+                        metadata: ["path": .string(segment.path), "offset": .stringConvertible(bytes.lowerBound),
+                                   "errno": .string(error.description)])
+                    return
+                }
+                log.metrics?.convertedBytes.increment(by: bytes.count)
+                log.state.withLock { state in
+                    if let index = state.segments.lastIndex(where: { $0.segment === segment }) {
+                        state.segments[index].convertedEnd = max(state.segments[index].convertedEnd, bytes.upperBound)
+                    }
+                }
+                continue
+            }
+            _ = consume log
+            converter.wake.wait(epoch)
+        }
+    }
+
+    /// Writes `bytes` (page-aligned offsets) of `segment` back through a descriptor and mapping
+    /// of its own, converting their extents; changes no byte.
+    static func convertExtents(of segment: Segment, bytes: Range<Int>) throws(Errno) {
+        let descriptor = try OwnedDescriptor(path: "/proc/self/fd/\(segment.descriptor.raw.rawValue)", flags: O_RDWR)
+        let mapping = try Mapping(descriptor, offset: bytes.lowerBound, length: bytes.count, writable: true)
+        try mapping.populateWritable()
+        try mapping.sync(pages: 0..<bytes.count)
+    }
+}

@@ -1,0 +1,132 @@
+import CLinuxShims
+import Foundation
+@testable import LogStore
+import MetricsTestKit
+import Synchronization
+import Testing
+
+/// The converter thread (ExtentConversion.swift): after commits it writes back the pages past
+/// the records so that their extents are converted before a commit reaches them, and it never
+/// changes a byte, even of records appended into the range it is converting.
+@Suite struct ExtentConversionTests {
+    static let dimensions = [("log", "conversion")]
+
+    static func conversionOptions(_ metrics: TestMetrics, ahead: Int, segmentSize: Int = 4 << 20) -> Log.Options {
+        var options = options(segmentSize: segmentSize)
+        options.convertAheadBytes = ahead
+        options.metricsFactory = metrics
+        options.metricsDimensions = dimensions
+        return options
+    }
+
+    static func convertedBytes(_ metrics: TestMetrics) -> Int64 {
+        (try? metrics.expectCounter("logstore.converted_bytes", dimensions).totalValue) ?? 0
+    }
+
+    /// Waits (at most 20 s: the converter is a background thread) until `condition` holds.
+    static func eventually(_ condition: () -> Bool) -> Bool {
+        let deadline = Date().addingTimeInterval(20)
+        while !condition() {
+            if Date() > deadline { return false }
+            usleep(2_000)
+        }
+        return true
+    }
+
+    /// Bytes of unwritten extents in `range` of the first segment, nil where the filesystem has
+    /// no extent map (tmpfs).
+    static func unwrittenBytes(_ directory: String, _ range: Range<Int>) throws -> Int64? {
+        let descriptor = open(segmentPath(directory), O_RDONLY | O_CLOEXEC)
+        try #require(descriptor >= 0)
+        defer { close(descriptor) }
+        let unwritten = logstore_unwritten_bytes(descriptor, Int64(range.lowerBound), Int64(range.count))
+        return unwritten < 0 ? nil : unwritten
+    }
+
+    @Test func extentsPastTheRecordsAreConvertedBeforeACommitReachesThem() throws {
+        let ahead = 256 << 10
+        let converted = TemporaryDirectory("conversion")
+        let control = TemporaryDirectory("conversion-off")
+        let metrics = TestMetrics()
+        let controlMetrics = TestMetrics()
+        let log = try Log.open(converted.path, options: Self.conversionOptions(metrics, ahead: ahead))
+        let controlLog = try Log.open(control.path, options: Self.conversionOptions(controlMetrics, ahead: 0))
+        for index in 0..<20 {
+            try log.appendAndCommit(payload(index, maxLength: 100))
+            try controlLog.appendAndCommit(payload(index, maxLength: 100))
+        }
+        let tail = alignUp(log.segments[0].bytesUsed, to: Format.pageSize)
+        #expect(Self.eventually { Self.convertedBytes(metrics) >= Int64(ahead / 2) },
+                "the converter wrote back the pages past the records after the commits")
+        try log.close()
+        try controlLog.close()
+        #expect(Self.convertedBytes(controlMetrics) == 0, "convertAheadBytes 0 turns it off")
+        // Where the filesystem reports extents, the converted range holds no unwritten extent
+        // and the same range of the control log still does.
+        let range = tail..<(tail + ahead / 2)
+        if let unwritten = try Self.unwrittenBytes(converted.path, range),
+           let controlUnwritten = try Self.unwrittenBytes(control.path, range)
+        {
+            #expect(unwritten == 0)
+            #expect(controlUnwritten == Int64(range.count))
+        }
+    }
+
+    @Test func recordsAppendedIntoTheRangeBeingConvertedAreLeftIntact() throws {
+        let directory = TemporaryDirectory("conversion-race")
+        let metrics = TestMetrics()
+        let ahead = 4 * Format.pageSize
+        final class Appender: Sendable {
+            let log = Mutex<Log?>(nil)
+            let appended = Mutex<[(LSN, [UInt8])]>([])
+            let holds = Atomic<Int>(0)
+            /// False once the log is gone or closed.
+            @discardableResult
+            func appendOne() -> Bool {
+                appended.withLock { records in
+                    guard let log = log.withLock({ $0 }) else { return false }
+                    let record = payload(records.count, seed: 9, maxLength: 400)
+                    guard let lsn = try? log.append(record) else { return false }
+                    records.append((lsn, record))
+                    return true
+                }
+            }
+            /// Holds the converter after it chose its range and meanwhile appends records
+            /// until they reach past the middle of that range: it then writes back pages
+            /// that hold them.
+            func hold(_ bytes: Range<Int>) {
+                guard let log = log.withLock({ $0 }) else { return }
+                holds.add(1, ordering: .relaxed)
+                while let active = log.segments.last, active.bytesUsed <= bytes.lowerBound + bytes.count / 2,
+                    appendOne()
+                {}
+            }
+        }
+        let appender = Appender()
+        FaultInjection.beforeConversion(directory: directory.path) { appender.hold($0) }
+        defer { FaultInjection.beforeConversion(directory: directory.path, nil) }
+        let log = try Log.open(directory.path, options: Self.conversionOptions(metrics, ahead: ahead))
+        appender.log.withLock { $0 = log }
+        // Every commit that leaves less than half of `ahead` converted past the records starts
+        // a conversion; the converter may also have converted once at open, unheld.
+        let deadline = Date().addingTimeInterval(20)
+        while appender.holds.load(ordering: .relaxed) < 3, Date() < deadline {
+            appender.appendOne()
+            try log.commit()
+        }
+        #expect(appender.holds.load(ordering: .relaxed) >= 3)
+        #expect(Self.eventually { Self.convertedBytes(metrics) >= Int64(3 * ahead / 2) })
+        // No append after this (a held conversion may still run): everything is committed.
+        appender.log.withLock { $0 = nil }
+        appender.appended.withLock { _ in }
+        try log.commit()
+        try log.close()
+        let reopened = try Log.openReadOnly(directory.path, checkSealedSegments: true)
+        #expect(reopened.recoveryReport.outcome == .clean)
+        let records = appender.appended.withLock { $0 }
+        #expect(reopened.writtenLSN == LSN(records.count))
+        for (lsn, payload) in records {
+            #expect(try reopened.record(lsn).payload == payload, "record \(lsn)")
+        }
+    }
+}
