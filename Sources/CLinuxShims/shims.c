@@ -9,6 +9,11 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -22,6 +27,10 @@ int logstore_start_writeback(int fd, int64_t offset, int64_t length) {
 int64_t logstore_seek_data(int fd, int64_t offset) { return lseek(fd, offset, SEEK_DATA); }
 
 int64_t logstore_seek_hole(int fd, int64_t offset) { return lseek(fd, offset, SEEK_HOLE); }
+
+int logstore_populate_write(void *address, size_t length) {
+    return madvise(address, length, MADV_POPULATE_WRITE);
+}
 
 int64_t logstore_unwritten_bytes(int fd, int64_t offset, int64_t length) {
     enum { batch = 64 };

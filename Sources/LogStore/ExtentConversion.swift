@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
+import CLinuxShims
 import SystemPackage
 
 // Converting the active segment's extents ahead of the appends.
@@ -30,25 +31,32 @@ extension Log {
         guard !state.isClosed, state.poison == nil, let active = state.segments.last else { return nil }
         let tail = alignUp(active.end, to: Format.pageSize)
         let start = max(active.convertedEnd, tail)
-        let limit = min(segmentSize, alignUp(tail + options.convertAheadBytes, to: Format.pageSize))
-        guard start < limit, start < tail + options.convertAheadBytes / 2 else { return nil }
+        let ahead = min(options.convertAheadBytes, segmentSize)
+        let limit = min(segmentSize, alignUp(tail + ahead, to: Format.pageSize))
+        guard start < limit, start < tail + ahead / 2 else { return nil }
         return (active.segment, start..<limit)
     }
 
-    /// The converter thread's loop: converts while `nextConversion` finds something, else sleeps
-    /// until the next sync asks again. Stops for good at the first failure (conversion is only
-    /// an optimization; syncs convert by themselves).
+    /// The converter thread's loop: converts once per request of a sync (when `nextConversion`
+    /// finds something), else sleeps until the next request. Stops for good at the first
+    /// failure (conversion is only an optimization; syncs convert by themselves).
     static func runConverter(_ converter: LoopThread, log weakLog: WeakLog) {
         while true {
             let epoch = converter.wake.prepareWait()
             if converter.isStopping { return }
             guard let log = weakLog.log else { return }
-            if let (segment, bytes) = log.state.withLock({ log.nextConversion($0) }) {
+            // Only when a sync asked: chasing a bulk load's tail on its own would double its
+            // disk writes for no commit's benefit.
+            if log.conversionRequested.exchange(false, ordering: .acquiringAndReleasing),
+                let (segment, bytes) = log.state.withLock({ log.nextConversion($0) })
+            {
                 FaultInjection.conversionStarting(directory: log.directory, bytes: bytes)
                 do throws(Errno) {
                     try convertExtents(of: segment, bytes: bytes)
                 } catch {
-                    log.logger.warning(
+                    // EINVAL: a kernel before 5.14 (no MADV_POPULATE_WRITE), nothing to warn about.
+                    log.logger.log(
+                        level: error == .invalidArgument ? .debug : .warning,
                         "stopped converting extents ahead of the appends",
                         metadata: ["path": .string(segment.path), "offset": .stringConvertible(bytes.lowerBound),
                                    "errno": .string(error.description)])
@@ -70,7 +78,10 @@ extension Log {
     /// Writes `bytes` (page-aligned offsets) of `segment` back through a descriptor and mapping
     /// of its own, converting their extents; changes no byte.
     static func convertExtents(of segment: Segment, bytes: Range<Int>) throws(Errno) {
-        let descriptor = try OwnedDescriptor(path: "/proc/self/fd/\(segment.descriptor.raw.rawValue)", flags: O_RDWR)
+        // The segment, alive for the whole call, keeps its descriptor number from being reused.
+        let descriptor = try withExtendedLifetime(segment) { () throws(Errno) in
+            try OwnedDescriptor(path: "/proc/self/fd/\(segment.descriptor.raw.rawValue)", flags: O_RDWR)
+        }
         let mapping = try Mapping(descriptor, offset: bytes.lowerBound, length: bytes.count, writable: true)
         try mapping.populateWritable()
         try mapping.sync(pages: 0..<bytes.count)

@@ -335,7 +335,10 @@ extension Log {
             durableWatermark.store(state.durableLSN, ordering: .sequentiallyConsistent)
             return converter != nil && nextConversion(state) != nil
         }
-        if convertMore { converter?.wake.notifyAll() }
+        if convertMore {
+            conversionRequested.store(true, ordering: .releasing)
+            converter?.wake.notifyAll()
+        }
         // Syncs run one at a time, so the published LSN only grows. Followers are woken here,
         // not by the waker thread: one futex call, and no second thread wake-up in series
         // before theirs (BENCHMARKS.md, "Tail latency").

@@ -262,6 +262,8 @@ public final class Log: Sendable {
     let waker: LoopThread?
     /// Converts the active segment's extents ahead of the appends (ExtentConversion.swift).
     let converter: LoopThread?
+    /// Set by a sync that found too little converted past the records; taken by the converter.
+    let conversionRequested = Atomic<Bool>(false)
     /// The last sync the syncer finished and handed to the waker to announce.
     let finishedSync = Atomic<UInt64>(0)
     let asyncWaiters = Mutex<[AsyncWaiter]>([])

@@ -249,7 +249,7 @@ struct Mapping: ~Copyable {
     /// `madvise(2)` with `MADV_POPULATE_WRITE` over the whole mapping: faults every page in
     /// writable (dirtying it) as a store would, without storing anything.
     func populateWritable() throws(Errno) {
-        _ = try retryingInterrupts { Glibc.madvise(base, length, MADV_POPULATE_WRITE) }
+        _ = try retryingInterrupts { logstore_populate_write(base, length) }
     }
 
     /// `msync(2)` with `MS_SYNC` over `pages` (page-aligned byte offsets).

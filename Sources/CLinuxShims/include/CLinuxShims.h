@@ -1,6 +1,7 @@
 #ifndef LOGSTORE_CLINUXSHIMS_H
 #define LOGSTORE_CLINUXSHIMS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 /// sync_file_range(2) with SYNC_FILE_RANGE_WRITE: starts write-back of the dirty pages in
@@ -13,6 +14,11 @@ int64_t logstore_seek_data(int fd, int64_t offset);
 
 /// lseek(2) with SEEK_HOLE: the first offset >= `offset` in a hole (end of file counts as one).
 int64_t logstore_seek_hole(int fd, int64_t offset);
+
+/// madvise(2) with MADV_POPULATE_WRITE (Linux 5.14; defined here for older headers): faults the
+/// pages of [address, address + length) in writable, as a store would, without storing.
+/// Returns 0 or -1 with errno set (EINVAL on older kernels).
+int logstore_populate_write(void *address, size_t length);
 
 /// ioctl(2) FS_IOC_FIEMAP: how many bytes of [offset, offset + length) lie in unwritten
 /// extents (allocated by fallocate(2), never written), or -1 with errno set (EOPNOTSUPP where
