@@ -9,15 +9,15 @@ import SystemPackage
 // Converting the active segment's extents ahead of the appends.
 //
 // A segment preallocated with fallocate(2) alone is unwritten extents. The first write-back of
-// each block converts its extent, and a sync that converted one must also commit the journal
-// (ext4 counts the conversion as metadata a datasync needs). With small durable commits that
-// is every sync whose records reach a new block: one in 25 with one writer, nearly all of them
-// with 64 (BENCHMARKS.md, "Converting extents ahead"). So a background thread keeps the
+// each block converts its extent, and a sync that converted one must also make that metadata
+// durable (ext4: a journal commit, or without a journal a write of the inode's extents). With
+// small durable commits that is every sync whose records reach a new block: one in 25 with one
+// writer, nearly all of them with 64 (BENCHMARKS.md, "Converting extents ahead"). So a background thread keeps the
 // `Options.convertAheadBytes` past the last record converted: it faults those pages in
 // writable with madvise(MADV_POPULATE_WRITE), which stores nothing (a record a writer copies
 // into the same page meanwhile is left as it is), then msyncs them. That writes the pages
 // (zeros, or records not yet committed: an early write-back, which the crash model allows)
-// and commits the conversions, off every commit's path.
+// and makes the conversions durable, off every commit's path.
 //
 // It uses a descriptor and a mapping of its own (the segment reopened through /proc/self/fd).
 // The kernel reports a write-back error once per open file description (errseq_t), so an

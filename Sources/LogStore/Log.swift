@@ -38,8 +38,8 @@ public final class Log: Sendable {
         public var writeBehindBytes = 4 << 20
         /// With `Preallocation.fallocate`, a background thread keeps this many bytes past the
         /// last record written back, so that their extents are converted before a commit
-        /// reaches them and small commits need no journal commit of their own (a few times
-        /// more durable records per second with many writers; BENCHMARKS.md). It writes only
+        /// reaches them and small commits need no metadata write of their own (about 1.5 times
+        /// the durable records per second with 64 task writers; BENCHMARKS.md). It writes only
         /// pages past the records (or records not yet committed, early) and never makes
         /// anything durable. 0 turns it off; `SyncMode.none` and `CommitAlignment.page` never
         /// start it.
