@@ -3,6 +3,7 @@
 //   swift package --disable-sandbox benchmark
 //   swift package --disable-sandbox benchmark --filter "Append.*"
 //   swift package --disable-sandbox benchmark --filter "Append durable concurrent.*"
+//   swift package --disable-sandbox benchmark --filter "Append durable concurrent async.*"
 //
 // The durable benchmarks (serial, concurrent, bulk) run once per sync mode: msync, uring and
 // fdatasync. `.uring` is registered only where a probe log opens with it (io_uring can be
@@ -26,6 +27,7 @@ import Musl
 import Benchmark
 import BenchSupport
 import LogStore
+import Synchronization
 
 /// Mutable per-benchmark state shared by a benchmark's setup, body and teardown, which the
 /// benchmark runner calls one after another on its own thread.
@@ -56,6 +58,11 @@ final class Fixture: @unchecked Sendable {
         if let directory { Bench.removeDirectory(directory) }
         directory = nil
     }
+}
+
+/// The record counter the async writers of one iteration claim records from.
+final class RecordClaims: Sendable {
+    let next = Atomic<Int>(0)
 }
 
 /// What each writer thread of a concurrent benchmark calls per record: the log and one 128-byte
@@ -207,6 +214,48 @@ let benchmarks: @Sendable () -> Void = {
                     try fixture.log!.commit()
                     let writer = ConcurrentWriter(log: fixture.log!, payload: fixture.payload)
                     fixture.gang = WorkerGang(threads: writers) { try writer.appendAndCommit() }
+                },
+                teardown: { fixture.tearDown() }
+            )
+        }
+    }
+
+    // MARK: Durable concurrent appends through the async API: W tasks, `await append` per record.
+
+    // The same 1,000 records per iteration as above, claimed one at a time by W Swift tasks on
+    // the cooperative pool, each awaiting `log.append(_:)` (which returns once its record is
+    // durable without holding a thread). No allocation threshold: every suspension allocates a
+    // continuation.
+    for mode in syncModes {
+        for writers in [16, 64] {
+            let fixture = Fixture()
+            Benchmark(
+                "Append durable concurrent async 128B (\(mode.rawValue), \(writers) tasks)",
+                configuration: .init(
+                    metrics: baseMetrics, timeUnits: .microseconds, warmupIterations: 2,
+                    scalingFactor: recordsPerIteration, maxDuration: .seconds(3), maxIterations: 200),
+                closure: { benchmark async in
+                    let log = fixture.log!
+                    let payload = fixture.payload
+                    let claims = RecordClaims()
+                    let total = benchmark.scaledIterations.count
+                    do {
+                        try await withThrowingTaskGroup(of: Void.self) { group in
+                            for _ in 0..<writers {
+                                group.addTask {
+                                    while claims.next.add(1, ordering: .relaxed).oldValue < total {
+                                        _ = try await log.append(payload)
+                                    }
+                                }
+                            }
+                            try await group.waitForAll()
+                        }
+                    } catch {
+                        benchmark.error("\(error)")
+                    }
+                },
+                setup: {
+                    try fixture.makeLog("concurrent-async-\(mode.rawValue)-\(writers)", sync: mode)
                 },
                 teardown: { fixture.tearDown() }
             )
