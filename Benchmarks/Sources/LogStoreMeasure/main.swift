@@ -223,47 +223,11 @@ func runBulk(count: Int, segmentSize: Int, preallocation: Preallocation, writeBe
 
 // MARK: - Durable concurrent
 
-/// `writers` threads, each appending a 128-byte record and waiting until it is durable, for
-/// `seconds`: durable records/s, and the p50/p99 of append+commit in microseconds.
-func runConcurrent(mode: Log.SyncMode, writers: Int, seconds: Double, convertAhead: Int) throws -> (Double, Double, Double) {
-    let dir = Bench.makeTemporaryDirectory("logstore-measure-concurrent", base: settings.dir)
-    defer { Bench.removeDirectory(dir) }
-    var options = Log.Options(createIfMissing: true, sync: mode)
-    options.convertAheadBytes = convertAhead
-    let log = try Log.open(dir, options: options)
-    let stop = Atomic<Bool>(false)
-    let latencies = Mutex<[UInt64]>([])
-    let group = DispatchGroup()
-    let start = Bench.now()
-    for _ in 0..<writers {
-        group.enter()
-        Thread {
-            var mine: [UInt64] = []
-            mine.reserveCapacity(200_000)
-            payload.withUnsafeBytes { bytes in
-                while !stop.load(ordering: .relaxed) {
-                    let t0 = Bench.now()
-                    try! log.appendAndCommit(bytes)
-                    mine.append(Bench.now() - t0)
-                }
-            }
-            latencies.withLock { $0.append(contentsOf: mine) }
-            group.leave()
-        }.start()
-    }
-    Thread.sleep(forTimeInterval: seconds)
-    stop.store(true, ordering: .relaxed)
-    group.wait()
-    let total = Bench.now() - start
-    try log.close()
-    let sorted = latencies.withLock { $0.sorted() }
-    return (Double(sorted.count) / (Double(total) / 1e9), us(Bench.percentile(sorted, 0.5)),
-            us(Bench.percentile(sorted, 0.99)))
-}
-
-/// `runConcurrent` with Swift tasks instead of threads: `writers` tasks on the cooperative
-/// pool, each `try await log.append(_:)` (returns once durable) in a loop.
-func runConcurrentTasks(mode: Log.SyncMode, writers: Int, seconds: Double, convertAhead: Int) throws
+/// `writers` writers, each appending a 128-byte record and waiting until it is durable, for
+/// `seconds`: durable records/s, and the p50/p99 of append+commit in microseconds. The writers
+/// are threads calling `appendAndCommit`, or with `tasks` Swift tasks on the cooperative pool,
+/// each `try await log.append(_:)` (returns once durable).
+func runConcurrent(mode: Log.SyncMode, writers: Int, seconds: Double, convertAhead: Int, tasks: Bool) throws
     -> (Double, Double, Double)
 {
     let dir = Bench.makeTemporaryDirectory("logstore-measure-concurrent", base: settings.dir)
@@ -276,29 +240,49 @@ func runConcurrentTasks(mode: Log.SyncMode, writers: Int, seconds: Double, conve
         let latencies = Mutex<[UInt64]>([])
     }
     let shared = Shared()
-    let done = DispatchSemaphore(value: 0)
+    let group = DispatchGroup()
     let start = Bench.now()
     let record = payload
-    Task {
-        await withTaskGroup(of: Void.self) { group in
-            for _ in 0..<writers {
-                group.addTask {
-                    var mine: [UInt64] = []
-                    mine.reserveCapacity(200_000)
-                    while !shared.stop.load(ordering: .relaxed) {
-                        let t0 = Bench.now()
-                        _ = try! await log.append(record)
-                        mine.append(Bench.now() - t0)
+    if tasks {
+        group.enter()
+        Task {
+            await withTaskGroup(of: Void.self) { tasks in
+                for _ in 0..<writers {
+                    tasks.addTask {
+                        var mine: [UInt64] = []
+                        mine.reserveCapacity(200_000)
+                        while !shared.stop.load(ordering: .relaxed) {
+                            let t0 = Bench.now()
+                            _ = try! await log.append(record)
+                            mine.append(Bench.now() - t0)
+                        }
+                        shared.latencies.withLock { [mine] in $0.append(contentsOf: mine) }
                     }
-                    shared.latencies.withLock { [mine] in $0.append(contentsOf: mine) }
                 }
             }
+            group.leave()
         }
-        done.signal()
+    } else {
+        for _ in 0..<writers {
+            group.enter()
+            Thread {
+                var mine: [UInt64] = []
+                mine.reserveCapacity(200_000)
+                record.withUnsafeBytes { bytes in
+                    while !shared.stop.load(ordering: .relaxed) {
+                        let t0 = Bench.now()
+                        try! log.appendAndCommit(bytes)
+                        mine.append(Bench.now() - t0)
+                    }
+                }
+                shared.latencies.withLock { $0.append(contentsOf: mine) }
+                group.leave()
+            }.start()
+        }
     }
     Thread.sleep(forTimeInterval: seconds)
     shared.stop.store(true, ordering: .relaxed)
-    done.wait()
+    group.wait()
     let total = Bench.now() - start
     try log.close()
     let sorted = shared.latencies.withLock { $0.sorted() }
@@ -655,11 +639,8 @@ if settings.sections.contains("concurrent") {
             for kind in settings.writerKinds {
                 for convertAhead in settings.convertAhead {
                     for writers in settings.writers {
-                        let r = kind == "tasks"
-                            ? try runConcurrentTasks(mode: mode, writers: writers, seconds: settings.seconds,
-                                                     convertAhead: convertAhead)
-                            : try runConcurrent(mode: mode, writers: writers, seconds: settings.seconds,
-                                                convertAhead: convertAhead)
+                        let r = try runConcurrent(mode: mode, writers: writers, seconds: settings.seconds,
+                                                  convertAhead: convertAhead, tasks: kind == "tasks")
                         let key = "| \(mode.rawValue) | \(kind) | \(convertAhead) | \(writers) |"
                         results[key, default: []].append(r)
                         say("rep \(rep + 1) \(key) \(grouped(r.0)) records/s, p50 \(fmt(r.1)) us, p99 \(fmt(r.2)) us")
