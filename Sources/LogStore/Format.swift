@@ -142,7 +142,7 @@ package enum Format {
     static let truncationKindSuffix: UInt32 = 2
 
     /// Bytes a record occupies in the segment, header and padding included.
-    static func recordFootprint(payloadLength: Int) -> Int {
+    package static func recordFootprint(payloadLength: Int) -> Int {
         alignUp(recordHeaderSize + payloadLength, to: recordAlignment)
     }
 

@@ -424,6 +424,9 @@ public final class Log: Sendable {
             || options.commitAlignment == .page ? nil : LoopThread()
         retentionWorker = readOnly || !options.retention.isEnabled
             ? nil : RetentionWorker(interval: options.retention.checkInterval)
+        if !readOnly && options.commitAlignment != .none {
+            try padRecoveredEndToCommitAlignment(claiming: scan.provenDurableLSN)
+        }
         let weakSelf = WeakLog(self)
         retentionWorker?.start(weakSelf)
         syncer?.start { syncer in Log.runSyncer(syncer, log: weakSelf) }
@@ -776,6 +779,30 @@ public final class Log: Sendable {
         _ = try? appendLocked(
             &state, type: Format.recordTypePadding,
             payload: UnsafeRawBufferPointer(rebasing: paddingZeros[0..<(target - end - Format.recordHeaderSize)]))
+    }
+
+    /// FORMAT.md §8.6 step 7: the records recovery kept are about to be called durable, so the
+    /// next commit must not change a sector (or page) holding any of them. An end off the
+    /// boundary is padded to it and synced now, while nothing there is acknowledged yet. The
+    /// padding claims only `proven`: a crash may garble the unit it shares with the last records,
+    /// and a claim covering them would turn that torn write into a corruption verdict.
+    private func padRecoveredEndToCommitAlignment(claiming proven: LSN) throws(LogError) {
+        try state.withLock { (state) throws(LogError) in
+            let index = state.segments.count - 1
+            guard paddingTarget(after: state.segments[index].end) != nil else { return }
+            let durable = state.durableLSN
+            state.durableLSN = min(proven, durable)
+            padToCommitAlignment(&state)
+            state.durableLSN = durable
+            let segment = state.segments[index].segment
+            do throws(Errno) { try segment.descriptor.dataSync() } catch {
+                throw LogError.system(
+                    error, "recovery could not sync the padding to the commit boundary", path: segment.path,
+                    offset: UInt64(state.segments[index].syncedEnd))
+            }
+            state.segments[index].syncedEnd = state.segments[index].end
+            state.segments[index].writeBehindEnd = state.segments[index].end
+        }
     }
 
     /// Where a padding record written at `end` ends, so that the next record starts at the

@@ -180,7 +180,9 @@ package struct CrashSimulation: Sendable {
                     }
                     guard cancellation.enter() else { return }
                     defer { cancellation.leave() }
-                    let found = verify(state, expected: expected, tag: tag, root: root, deep: deep)
+                    let found = verify(
+                        state, expected: expected, tag: tag, root: root, deep: deep, garbage: workload.garbage,
+                        alignment: workload.alignment)
                     let kept: String? = found.isEmpty ? nil : outcome.withLock { outcome in
                         guard outcome.keptStates.count < keptViolatingStates else { return nil }
                         outcome.keptStates.append(root + "/violating-state-\(point)-\(index)")

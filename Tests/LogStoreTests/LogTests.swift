@@ -458,6 +458,38 @@ import Testing
         for (index, lsn) in lsns.enumerated() { #expect(try reopened.read(lsn) == payload(index, maxLength: 700)) }
         try reopened.close()
     }
+
+    /// Recovery calls every record it keeps durable, the last one too: with aligned commits no
+    /// later commit may change the sector (or page) it ends in, so the first record appended
+    /// after recovery starts on a boundary, and the padding before it is already on disk.
+    @Test(arguments: [Log.CommitAlignment.sector, .page])
+    func appendsAfterRecoveryStartOnACommitBoundary(alignment: Log.CommitAlignment) throws {
+        let directory = TemporaryDirectory("aligned-recovery")
+        var opts = options()
+        opts.commitAlignment = alignment
+        do {
+            // Dropped without close, its last record appended but never committed.
+            let log = try Log.open(directory.path, options: opts)
+            try log.appendAndCommit(payload(0, maxLength: 700))
+            try log.append(Array("unacknowledged".utf8))
+        }
+        let log = try Log.open(directory.path, options: opts)
+        #expect(log.durableLSN == 2)
+        let kept = try log.record(2)
+        let boundary = alignment == .page ? 4096 : 512
+        #expect((kept.offset + Format.recordFootprint(payloadLength: kept.payload.count)) % boundary != 0,
+                "the test needs a recovered end off the boundary")
+        let next = try log.append(Array("after recovery".utf8))
+        let start = try log.record(next).offset
+        #expect(start % boundary == 0, "LSN \(next) starts at \(start)")
+        try log.commit()
+        try log.close()
+        let reopened = try Log.openReadOnly(directory.path)
+        #expect(reopened.writtenLSN == 3)
+        #expect(try reopened.read(2) == Array("unacknowledged".utf8))
+        #expect(try reopened.read(3) == Array("after recovery".utf8))
+        try reopened.close()
+    }
 }
 
 /// Recovery modes (FORMAT.md §8.5, §8.6) on four damaged logs: what each mode keeps, refuses,

@@ -150,6 +150,7 @@ func damage(_ directory: String, _ record: Log.Record, at delta: Int, mask: UInt
 }
 
 /// A log whose last record nothing proves durable (`--sync none`) has a damaged payload: a torn tail.
+@discardableResult
 func tornLog(_ directory: String, records count: Int) throws -> [Log.Record] {
     let records = try makeLog(directory, (1...count).map { String(UnicodeScalar(UInt8(96 + $0))) }, arguments: ["--sync", "none"])
     try damage(directory, records[count - 1], at: 32, mask: 1)

@@ -35,7 +35,9 @@ extension LogCtl {
                 completed sync kept, dropped or torn at 512-byte sectors, names not made
                 durable by a directory fsync gone. It writes --states such states per mode,
                 recovers each with LogStore and checks the same invariants, plus that recovery
-                is idempotent and that appends continue. It shows what LogStore's recovery
+                is idempotent and that appends continue without risking what recovery kept
+                (crashes inside recovery and in the first commit after it follow the same
+                disk model). It shows what LogStore's recovery
                 does on this filesystem with whatever a power loss may leave; it does not cut
                 the power of this machine.
 
