@@ -100,7 +100,7 @@ public final class Log: Sendable {
         /// log per commit.
         case page
 
-        var bytes: Int {
+        package var bytes: Int {
             switch self {
             case .none: 1
             case .sector: Format.sectorSize

@@ -82,7 +82,8 @@ package struct CrashSimulation: Sendable {
         package var length = Length.records(320)
         package var maxRecordSize = 7_000
         /// One state in this many is also crashed in the middle of its recovery, and one in
-        /// this many gets appends after recovery.
+        /// this many gets appends after recovery (with a commit alignment, so does every state
+        /// whose recovery kept records ending off the boundary).
         package var deepCheckEvery = 64
 
         package init(

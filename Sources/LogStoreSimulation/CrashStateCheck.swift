@@ -42,7 +42,10 @@ extension CrashSimulation {
             }
             try? FileManager.default.removeItem(atPath: again)
         }
-        if deep {
+        // Recovery that kept records ending inside a commit unit (sector or page) must pad to
+        // the boundary before the next commit rewrites that unit (FORMAT.md §8.6 step 7): those
+        // states always get the check, not only the sampled ones.
+        if deep || first.endsInsideAUnit {
             violations += appendAfterRecovery(
                 directory, recovered: recovered, expected: expected, tag: tag, garbage: garbage, alignment: alignment,
                 root: root)
@@ -92,12 +95,13 @@ extension CrashSimulation {
         return violations
     }
 
-    /// Opens (recovering) and checks the records; returns the last LSN kept and the first of
-    /// the records a crash inside this recovery may garble (see `firstRecordSharingTheLastUnit`).
+    /// Opens (recovering) and checks the records; returns the last LSN kept, the first of the
+    /// records a crash inside this recovery may garble (see `firstRecordSharingTheLastUnit`), and
+    /// whether, with a commit alignment, the last kept record ends inside a sector (or page).
     package func recoverAndCheck(
         _ directory: String, expected: Expectations, tag: String, alignment: Log.CommitAlignment = .none,
         garbage: PowerLossSimulator.Garbage = .none, violations: inout [String]
-    ) -> (written: LSN, exposedFrom: LSN)? {
+    ) -> (written: LSN, exposedFrom: LSN, endsInsideAUnit: Bool)? {
         do {
             var options = Log.Options(segmentSize: segmentSize, sync: .none)
             options.commitAlignment = alignment
@@ -126,11 +130,22 @@ extension CrashSimulation {
                 }
             }
             let unit = garbage == .anySectorOfAWrittenPage ? Format.pageSize : Format.sectorSize
-            return (written, garbage == .none ? written + 1 : Self.firstRecordSharingTheLastUnit(log, unit: unit))
+            return (written, garbage == .none ? written + 1 : Self.firstRecordSharingTheLastUnit(log, unit: unit),
+                    Self.lastRecordEndsInsideAUnit(log, alignment: alignment))
         } catch {
             violations.append("\(tag): recovery failed: \(error)")
             return nil
         }
+    }
+
+    /// Whether the last record of the last segment ends off an `alignment` boundary (false
+    /// without alignment, or when the last segment holds no record).
+    private static func lastRecordEndsInsideAUnit(_ log: Log, alignment: Log.CommitAlignment) -> Bool {
+        guard alignment != .none, log.writtenLSN >= log.firstLSN, let last = try? log.record(log.writtenLSN),
+            last.segment == log.segments.last?.name
+        else { return false }
+        let end = last.offset + Format.recordFootprint(payloadLength: last.payload.count)
+        return end % alignment.bytes != 0
     }
 
     /// The first of the records whose bytes reach into the `unit` (sector or page) in which the

@@ -221,6 +221,90 @@ func runBulk(count: Int, segmentSize: Int, preallocation: Preallocation, writeBe
         total: Double(count) / (Double(committed - start) / 1e9), commitMS: ms(committed - appended))
 }
 
+/// sync_file_range(2) with SYNC_FILE_RANGE_WRITE (2): a GNU extension Glibc's module does not
+/// export, and LogStore's shim target is not a product.
+@_silgen_name("sync_file_range")
+func logstore_bench_sync_file_range(_ fd: Int32, _ offset: Int64, _ length: Int64, _ flags: UInt32) -> Int32
+
+func logstore_bench_start_writeback(_ fd: Int32, _ offset: Int64, _ length: Int64) -> Int32 {
+    logstore_bench_sync_file_range(fd, offset, length, 2)
+}
+
+/// The disk's ceiling for a bulk load, without LogStore: the same bytes (`recordBytes` per
+/// record, header included) into fresh 64 MiB files preallocated like segments (fallocate,
+/// fsync'd, not timed). With `mapped`, each record is copied into a MAP_SHARED mapping, with
+/// sync_file_range every 4 MiB and one msync at the end, as LogStore does but with no header,
+/// CRC, lock or index; else pwrite of 1 MiB buffers, then fdatasync of each file.
+func runRawBulk(count: Int, recordBytes: Int, mapped: Bool) -> BulkResult {
+    let dir = Bench.makeTemporaryDirectory("logstore-measure-rawbulk", base: settings.dir)
+    defer { Bench.removeDirectory(dir) }
+    let fileSize = 64 << 20
+    let total = count * recordBytes
+    let fileCount = (total + fileSize - 1) / fileSize
+    var fds: [Int32] = []
+    for index in 0..<fileCount {
+        let fd = open(dir + "/raw-\(index)", O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        precondition(fd >= 0 && posix_fallocate(fd, 0, off_t(fileSize)) == 0 && fsync(fd) == 0)
+        fds.append(fd)
+    }
+    defer { fds.forEach { _ = close($0) } }
+    let record = Bench.payload(recordBytes)
+    let start: UInt64
+    let appended: UInt64
+    if mapped {
+        let bases = fds.map { fd -> UnsafeMutableRawPointer in
+            let base = mmap(nil, fileSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
+            precondition(base != MAP_FAILED)
+            return base!
+        }
+        defer { bases.forEach { munmap($0, fileSize) } }
+        start = Bench.now()
+        record.withUnsafeBytes { source in
+            var file = 0
+            var offset = 0
+            var started = 0
+            for _ in 0..<count {
+                if offset + recordBytes > fileSize { file += 1; offset = 0; started = 0 }
+                (bases[file] + offset).copyMemory(from: source.baseAddress!, byteCount: recordBytes)
+                offset += recordBytes
+                let complete = offset / 4096 * 4096
+                if complete - started >= 4 << 20 {
+                    _ = logstore_bench_start_writeback(fds[file], Int64(started), Int64(complete - started))
+                    started = complete
+                }
+            }
+        }
+        appended = Bench.now()
+        var left = total
+        for base in bases {
+            let length = (min(left, fileSize) + 4095) / 4096 * 4096
+            precondition(msync(base, length, MS_SYNC) == 0)
+            left -= min(left, fileSize)
+        }
+    } else {
+        let chunk = [UInt8](repeating: 0xA5, count: 1 << 20)
+        start = Bench.now()
+        chunk.withUnsafeBytes { buffer in
+            var left = total
+            for fd in fds {
+                var offset = 0
+                while left > 0, offset < fileSize {
+                    let length = min(buffer.count, left, fileSize - offset)
+                    precondition(pwrite(fd, buffer.baseAddress, length, off_t(offset)) == length)
+                    offset += length
+                    left -= length
+                }
+            }
+        }
+        appended = Bench.now()
+        for fd in fds { precondition(fdatasync(fd) == 0) }
+    }
+    let committed = Bench.now()
+    return BulkResult(
+        append: Double(count) / (Double(appended - start) / 1e9),
+        total: Double(count) / (Double(committed - start) / 1e9), commitMS: ms(committed - appended))
+}
+
 // MARK: - Durable concurrent
 
 /// `writers` writers, each appending a 128-byte record and waiting until it is durable, for
@@ -469,11 +553,19 @@ if settings.sections.contains("bulk") {
         ("64 MiB segments, zero-fill (2 rolls)", 64 << 20, .zeroFill, writeBehind),
         ("256 MiB segment, zero-fill (no roll)", 256 << 20, .zeroFill, writeBehind),
     ]
+    // The disk's ceiling for the same bytes, without LogStore (segment size 0 marks them).
+    let footprint = 160
+    let rawVariants: [(String, Int, Preallocation, Int)] = [
+        ("raw: same bytes, mmap copy + sync_file_range per 4 MiB + msync (no header, CRC, lock)", 0, .fallocate, 1),
+        ("raw: same bytes, pwrite of 1 MiB buffers + fdatasync", 0, .fallocate, 0),
+    ]
     var results: [String: [BulkResult]] = [:]
     for rep in 0..<settings.reps {
-        for (label, size, preallocation, writeBehindBytes) in rotated(variants, by: rep) {
-            let r = try runBulk(count: settings.bulk, segmentSize: size, preallocation: preallocation,
-                                writeBehindBytes: writeBehindBytes)
+        for (label, size, preallocation, writeBehindBytes) in rotated(variants + rawVariants, by: rep) {
+            let r = size == 0
+                ? runRawBulk(count: settings.bulk, recordBytes: footprint, mapped: writeBehindBytes == 1)
+                : try runBulk(count: settings.bulk, segmentSize: size, preallocation: preallocation,
+                              writeBehindBytes: writeBehindBytes)
             results[label, default: []].append(r)
             say("rep \(rep + 1) \(label): appends \(grouped(r.append)) records/s, append+commit "
                 + "\(grouped(r.total)) records/s, commit \(fmt(r.commitMS)) ms")
@@ -483,7 +575,7 @@ if settings.sections.contains("bulk") {
     summary.append("")
     summary.append("| Variant | append only, records/s | append + commit, records/s | commit ms |")
     summary.append("|---|---:|---:|---:|")
-    for (label, _, _, _) in variants {
+    for (label, _, _, _) in variants + rawVariants {
         let rs = results[label]!
         summary.append("| \(label) | \(grouped(Bench.median(rs.map(\.append)))) | "
             + "\(grouped(Bench.median(rs.map(\.total)))) | \(fmt(Bench.median(rs.map(\.commitMS)))) |")
