@@ -138,14 +138,23 @@ extension CrashSimulation {
         }
     }
 
+    private static func end(_ record: Log.Record) -> Int {
+        record.offset + Format.recordFootprint(payloadLength: record.payload.count)
+    }
+
+    /// The last record, when it is in the last segment.
+    private static func lastRecordOfTheLastSegment(_ log: Log) -> Log.Record? {
+        guard log.writtenLSN >= log.firstLSN, let last = try? log.record(log.writtenLSN),
+            last.segment == log.segments.last?.name
+        else { return nil }
+        return last
+    }
+
     /// Whether the last record of the last segment ends off an `alignment` boundary (false
     /// without alignment, or when the last segment holds no record).
     private static func lastRecordEndsInsideAUnit(_ log: Log, alignment: Log.CommitAlignment) -> Bool {
-        guard alignment != .none, log.writtenLSN >= log.firstLSN, let last = try? log.record(log.writtenLSN),
-            last.segment == log.segments.last?.name
-        else { return false }
-        let end = last.offset + Format.recordFootprint(payloadLength: last.payload.count)
-        return end % alignment.bytes != 0
+        guard alignment != .none, let last = lastRecordOfTheLastSegment(log) else { return false }
+        return end(last) % alignment.bytes != 0
     }
 
     /// The first of the records whose bytes reach into the `unit` (sector or page) in which the
@@ -153,9 +162,7 @@ extension CrashSimulation {
     /// tail or pads to a commit boundary. `writtenLSN + 1` when the last segment holds none.
     private static func firstRecordSharingTheLastUnit(_ log: Log, unit: Int) -> LSN {
         let written = log.writtenLSN
-        func end(_ record: Log.Record) -> Int { record.offset + Format.recordFootprint(payloadLength: record.payload.count) }
-        guard written >= log.firstLSN, let last = try? log.record(written), last.segment == log.segments.last?.name
-        else { return written + 1 }
+        guard let last = lastRecordOfTheLastSegment(log) else { return written + 1 }
         let unitStart = end(last) / unit * unit
         var first = written
         while first > log.firstLSN, let previous = try? log.record(first - 1), previous.segment == last.segment,
