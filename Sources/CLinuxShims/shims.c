@@ -14,6 +14,9 @@
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23
 #endif
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#endif
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -30,6 +33,10 @@ int64_t logstore_seek_hole(int fd, int64_t offset) { return lseek(fd, offset, SE
 
 int logstore_populate_write(void *address, size_t length) {
     return madvise(address, length, MADV_POPULATE_WRITE);
+}
+
+int logstore_populate_read(void *address, size_t length) {
+    return madvise(address, length, MADV_POPULATE_READ);
 }
 
 int64_t logstore_unwritten_bytes(int fd, int64_t offset, int64_t length) {

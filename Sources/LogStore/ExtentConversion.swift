@@ -41,37 +41,28 @@ extension Log {
     /// finds something), else sleeps until the next request. Stops for good at the first
     /// failure (conversion is only an optimization; syncs convert by themselves).
     static func runConverter(_ converter: LoopThread, log weakLog: WeakLog) {
-        while true {
-            let epoch = converter.wake.prepareWait()
-            if converter.isStopping { return }
-            guard let log = weakLog.log else { return }
+        converter.runRounds(log: weakLog) { log in
             // Only when a sync asked: chasing a bulk load's tail on its own would double its
             // disk writes for no commit's benefit.
-            if log.conversionRequested.exchange(false, ordering: .acquiringAndReleasing),
+            guard log.conversionRequested.exchange(false, ordering: .acquiringAndReleasing),
                 let (segment, bytes) = log.state.withLock({ log.nextConversion($0) })
-            {
-                FaultInjection.conversionStarting(directory: log.directory, bytes: bytes)
-                do throws(Errno) {
-                    try convertExtents(of: segment, bytes: bytes)
-                } catch {
-                    // EINVAL: a kernel before 5.14 (no MADV_POPULATE_WRITE), nothing to warn about.
-                    log.logger.log(
-                        level: error == .invalidArgument ? .debug : .warning,
-                        "stopped converting extents ahead of the appends",
-                        metadata: ["path": .string(segment.path), "offset": .stringConvertible(bytes.lowerBound),
-                                   "errno": .string(error.description)])
-                    return
-                }
-                log.metrics?.convertedBytes.increment(by: bytes.count)
-                log.state.withLock { state in
-                    if let index = state.segments.lastIndex(where: { $0.segment === segment }) {
-                        state.segments[index].convertedEnd = max(state.segments[index].convertedEnd, bytes.upperBound)
-                    }
-                }
-                continue
+            else { return .idle }
+            FaultInjection.conversionStarting(directory: log.directory, bytes: bytes)
+            do throws(Errno) {
+                try convertExtents(of: segment, bytes: bytes)
+            } catch {
+                log.reportStoppedAhead(
+                    "stopped converting extents ahead of the appends", segment: segment, offset: bytes.lowerBound,
+                    error: error)
+                return .finished
             }
-            _ = consume log
-            converter.wake.wait(epoch)
+            log.metrics?.convertedBytes.increment(by: bytes.count)
+            log.state.withLock { state in
+                if let index = state.segments.lastIndex(where: { $0.segment === segment }) {
+                    state.segments[index].convertedEnd = max(state.segments[index].convertedEnd, bytes.upperBound)
+                }
+            }
+            return .worked
         }
     }
 

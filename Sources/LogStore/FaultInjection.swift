@@ -74,6 +74,20 @@ package enum FaultInjection {
         conversionHooks.withLock { $0[directory] }?(bytes)
     }
 
+    // MARK: Holding the prefaulter thread (PrefaultTests)
+
+    private static let prefaultHooks = Mutex<[String: @Sendable (Range<Int>) -> Void]>([:])
+
+    /// Runs `hook` on the prefaulter thread of the log in `directory` with the pages it is about
+    /// to map, before it touches them (nil removes it).
+    static func beforePrefault(directory: String, _ hook: (@Sendable (Range<Int>) -> Void)?) {
+        prefaultHooks.withLock { $0[directory] = hook }
+    }
+
+    static func prefaultStarting(directory: String, pages: Range<Int>) {
+        prefaultHooks.withLock { $0[directory] }?(pages)
+    }
+
     // MARK: Observing syncs and crash points (the power-loss simulator)
 
     /// What the power-loss simulator needs to know to keep a durable image of every file: each

@@ -32,8 +32,8 @@ public final class Log: Sendable {
         public var sync: SyncMode = .msync
         /// How a new segment's blocks are reserved (see `Preallocation`).
         public var preallocation: Preallocation = .fallocate
-        /// Starts write-back (without waiting) each time this many bytes of completed pages
-        /// accumulate, so that a large commit finds most of its pages already on their way to
+        /// Starts write-back (without waiting) each time this many bytes of completed pages,
+        /// counted in whole 2 MiB (the largest page-cache folio), accumulate, so that a large commit finds most of its pages already on their way to
         /// disk (like RocksDB's `bytes_per_sync`). 0 turns it off. It never makes anything durable.
         public var writeBehindBytes = 4 << 20
         /// With `Preallocation.fallocate`, a background thread keeps this many bytes past the
@@ -44,6 +44,15 @@ public final class Log: Sendable {
         /// anything durable. 0 turns it off; `SyncMode.none` and `CommitAlignment.page` never
         /// start it.
         public var convertAheadBytes = 1 << 20
+        /// A background thread keeps the active segment's pages this far past the last record
+        /// mapped writable in the writer's own mapping (madvise(2) `MADV_POPULATE_WRITE`), so
+        /// that appends copy into memory without taking page faults (which, on a fresh segment,
+        /// also allocate and zero-fill page cache: about half of a bulk load's appending time,
+        /// BENCHMARKS.md). It changes no byte and writes nothing back. It follows only appends
+        /// with no sync between them (a bulk load). The file prepared for the next segment has
+        /// this much of its start read into the page cache too. 0 turns both off;
+        /// `CommitAlignment.page` never starts the thread.
+        public var prefaultAheadBytes = 16 << 20
         /// What a sync may assume about the disk, and so where the next record after a commit
         /// starts (see `CommitAlignment` and FORMAT.md, "Crash model").
         public var commitAlignment: CommitAlignment = .none
@@ -170,6 +179,11 @@ public final class Log: Sendable {
         /// The converter thread has written back (and so converted the extents of) the
         /// bytes from the end of the records up to here (ExtentConversion.swift).
         var convertedEnd = 0
+        /// The prefaulter thread has mapped (or is mapping) the pages from the end of the
+        /// records up to here (Prefault.swift).
+        var prefaultedEnd = 0
+        /// Where the records next ask whether to prefault more (every half `prefaultAheadBytes`).
+        var prefaultCheckAt = 0
         /// Set for a sealed segment whose records the open did not check (after a clean close):
         /// `recordOffsets` is empty, `end` is the segment size, and the index is built on first
         /// read.
@@ -188,6 +202,10 @@ public final class Log: Sendable {
         /// Whether the file for the next segment is being prepared (once the active segment is
         /// half full).
         var nextSegmentRequested = false
+        /// Whether an append asked the prefaulter for more pages that it has not taken yet.
+        var prefaultRequested = false
+        /// `syncsStarted` at the last such question: a sync since means a durable workload.
+        var syncsAtLastPrefaultCheck: UInt64 = 0
         /// Syncs started so far; a record appended now is covered by sync `syncsStarted + 1`.
         var syncsStarted: UInt64 = 0
         /// The number of the sync that covers `writtenLSN` (the first to start after its append).
@@ -264,6 +282,8 @@ public final class Log: Sendable {
     let converter: LoopThread?
     /// Set by a sync that found too little converted past the records; taken by the converter.
     let conversionRequested = Atomic<Bool>(false)
+    /// Maps the active segment's pages ahead of the appends (Prefault.swift).
+    let prefaulter: LoopThread?
     /// The last sync the syncer finished and handed to the waker to announce.
     let finishedSync = Atomic<UInt64>(0)
     let asyncWaiters = Mutex<[AsyncWaiter]>([])
@@ -290,6 +310,7 @@ public final class Log: Sendable {
         syncer?.stop()
         waker?.stop()
         converter?.stop()
+        prefaulter?.stop()
         retentionWorker?.cancel()
         // Dropped without close (a crash, as far as the log is concerned): let a queued
         // installation finish before the lock is released with the stored properties.
@@ -396,7 +417,7 @@ public final class Log: Sendable {
         preparer = readOnly
             ? nil
             : SegmentPreparer(directory: directory, size: first.size, preallocation: options.preallocation,
-                              metrics: metrics)
+                              warmBytes: options.prefaultAheadBytes, metrics: metrics)
         var open: [OpenSegment] = []
         for (index, scanned) in scan.kept.enumerated() {
             open.append(
@@ -422,6 +443,10 @@ public final class Log: Sendable {
         // acknowledged bytes in it (unchanged), which that crash model does not allow.
         converter = syncer == nil || options.preallocation != .fallocate || options.convertAheadBytes <= 0
             || options.commitAlignment == .page ? nil : LoopThread()
+        // Not with `.page` alignment either: records overtaking it, then a commit, then its
+        // fault on their (clean) page would dirty acknowledged bytes for a second write.
+        prefaulter = readOnly || options.prefaultAheadBytes <= 0 || options.commitAlignment == .page
+            ? nil : LoopThread()
         retentionWorker = readOnly || !options.retention.isEnabled
             ? nil : RetentionWorker(interval: options.retention.checkInterval)
         if !readOnly && options.commitAlignment != .none {
@@ -432,6 +457,7 @@ public final class Log: Sendable {
         syncer?.start { syncer in Log.runSyncer(syncer, log: weakSelf) }
         waker?.start { waker in Log.runWaker(waker, log: weakSelf) }
         converter?.start { converter in Log.runConverter(converter, log: weakSelf) }
+        prefaulter?.start { prefaulter in Log.runPrefaulter(prefaulter, log: weakSelf) }
         if !readOnly { reportRecovery(nanoseconds: recoveryNanoseconds) }
     }
 
@@ -703,6 +729,9 @@ public final class Log: Sendable {
 
     // MARK: - Appending
 
+    /// The largest folio the page cache makes of a file's pages on x86-64 (a PMD, 2 MiB).
+    static let largestFolioSize = 2 << 20
+
     /// Appends one record and returns its LSN. The record is not durable until `commit` returns.
     @discardableResult
     public func append(_ payload: UnsafeRawBufferPointer) throws(LogError) -> LSN {
@@ -855,12 +884,31 @@ public final class Log: Sendable {
             preparer?.prepareNext()
         }
         if options.writeBehindBytes > 0 {
-            let completePages = alignDown(offset + footprint, to: Format.pageSize)
+            // Whole 2 MiB (the largest page-cache folio): write-back writes whole folios, and
+            // one reaching past the records would write (and write-protect) pages still being
+            // filled, so that the next store into each faults again.
+            let completePages = alignDown(offset + footprint, to: Log.largestFolioSize)
             let started = max(state.segments[index].writeBehindEnd, state.segments[index].syncedEnd)
             if completePages - started >= options.writeBehindBytes {
+                // Write-back write-protects every mapped page it writes, one TLB flush (and, with
+                // another thread of this process running, one IPI) per page. These pages are
+                // complete and never written again, so their mappings go first, in one flush.
+                state.segments[index].segment.mapping.unmapPageTables(
+                    pages: alignDown(started, to: Format.pageSize)..<completePages)
                 state.segments[index].segment.descriptor.startWriteback(offset: started, length: completePages - started)
                 state.segments[index].writeBehindEnd = completePages
             }
+        }
+        if let prefaulter, offset + footprint >= state.segments[index].prefaultCheckAt {
+            // Only while no sync runs between appends (a bulk load): syncs make the converter
+            // write back the pages past the records, which write-protects them again, so that
+            // mapping them first would only add work and TLB flushes on a busy machine.
+            state.segments[index].prefaultCheckAt = offset + footprint + options.prefaultAheadBytes / 2
+            if state.syncsStarted == state.syncsAtLastPrefaultCheck, !state.prefaultRequested {
+                state.prefaultRequested = true
+                prefaulter.wake.notifyAll()
+            }
+            state.syncsAtLastPrefaultCheck = state.syncsStarted
         }
         return lsn
     }
@@ -1101,6 +1149,7 @@ public final class Log: Sendable {
             syncer?.stop()
             waker?.stop()
             converter?.stop()
+            prefaulter?.stop()
             retentionWorker?.stop()
             syncCompleted.forEach { $0.notifyAll() }
             resumeAsyncWaiters()

@@ -39,6 +39,9 @@ final class LogMetrics: Sendable {
         /// Bytes past the records written back ahead of the appends to convert their extents
         /// (`Log.Options.convertAheadBytes`).
         static let convertedBytes = "converted_bytes"
+        /// Bytes past the records mapped writable ahead of the appends
+        /// (`Log.Options.prefaultAheadBytes`).
+        static let prefaultedBytes = "prefaulted_bytes"
     }
 
     let factory: any MetricsFactory
@@ -54,6 +57,7 @@ final class LogMetrics: Sendable {
     let preallocationInRoll: CoreMetrics.Timer
     let poisoned: Gauge
     let convertedBytes: Counter
+    let prefaultedBytes: Counter
 
     init(factory: any MetricsFactory, prefix: String, dimensions: [(String, String)]) {
         self.factory = factory
@@ -73,6 +77,7 @@ final class LogMetrics: Sendable {
             label: label(Name.preallocationDuration), dimensions: dimensions + [("during", "roll")], factory: factory)
         poisoned = Gauge(label: label(Name.poisoned), dimensions: dimensions, factory: factory)
         convertedBytes = Counter(label: label(Name.convertedBytes), dimensions: dimensions, factory: factory)
+        prefaultedBytes = Counter(label: label(Name.prefaultedBytes), dimensions: dimensions, factory: factory)
     }
 
     static func label(_ name: String, prefix: String) -> String { prefix.isEmpty ? name : prefix + "." + name }

@@ -1,5 +1,6 @@
 import Dispatch
 import Logging
+import SystemPackage
 
 // What a writer tells the operator: metrics (LogMetrics.swift) and log messages through
 // `Log.Options.logger`, at the few places where something happens to the log as a whole.
@@ -14,6 +15,16 @@ extension Log {
         var logger = options.logger
         logger[metadataKey: "directory"] = .string(directory)
         return logger
+    }
+
+    /// A background optimization (converting extents, prefaulting) stopped for good at `error`
+    /// on `segment`: a warning, or debug for EINVAL (a kernel before 5.14, without
+    /// `MADV_POPULATE_WRITE`, nothing to warn about).
+    func reportStoppedAhead(_ message: Logger.Message, segment: Segment, offset: Int, error: Errno) {
+        logger.log(
+            level: error == .invalidArgument ? .debug : .warning, message,
+            metadata: ["path": .string(segment.path), "offset": .stringConvertible(offset),
+                       "errno": .string(error.description)])
     }
 
     /// A writer's open failed. Corruption is an error (durable data is damaged, or strict

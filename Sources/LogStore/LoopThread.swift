@@ -41,6 +41,34 @@ final class LoopThread: Sendable {
 
     var isStopping: Bool { stopping.load(ordering: .acquiring) }
 
+    /// What one round of `runRounds` did.
+    enum Round {
+        /// Did some work: look for more at once.
+        case worked
+        /// Found nothing to do: sleep until notified.
+        case idle
+        /// Stop for good.
+        case finished
+    }
+
+    /// Runs `round` on the log until it finishes, the log is gone or the thread is stopped,
+    /// sleeping after each idle round until `wake` is notified. The log is held only during a
+    /// round, so that dropping it still stops the thread.
+    func runRounds(log weakLog: WeakLog, _ round: (Log) -> Round) {
+        while true {
+            let epoch = wake.prepareWait()
+            if isStopping { return }
+            guard let log = weakLog.log else { return }
+            switch round(log) {
+            case .worked: continue
+            case .finished: return
+            case .idle: break
+            }
+            _ = consume log
+            wake.wait(epoch)
+        }
+    }
+
     /// Whether the thread is running syncs (set by the thread itself).
     var isBusy: Bool {
         get { busy.load(ordering: .relaxed) }

@@ -178,6 +178,20 @@ final class Segment: @unchecked Sendable {
                        mapping: mapping, readableLength: Int(header.segmentSize))
     }
 
+    /// Reads the first `bytes` of the file at `path` into the page cache through a mapping of
+    /// its own, 1 MiB at a time until `stop` returns true (an optimization: errors end it).
+    static func warmPageCache(_ path: String, bytes: Int, stop: () -> Bool) {
+        guard bytes > 0, let descriptor = try? OwnedDescriptor(path: path, flags: O_RDONLY),
+            let mapping = try? Mapping(descriptor, length: bytes, writable: false)
+        else { return }
+        var warmed = 0
+        while warmed < bytes, !stop() {
+            let chunk = min(1 << 20, bytes - warmed)
+            guard (try? mapping.populateReadable(pages: warmed..<(warmed + chunk))) != nil else { return }
+            warmed += chunk
+        }
+    }
+
     /// Makes the file durable (`fsync`: its data, size and allocation) and gives it its segment
     /// name (`rename`). The caller fsyncs the directory before acknowledging any record in it.
     func install(from temporaryPath: String) throws(Errno) {

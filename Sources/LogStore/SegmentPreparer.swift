@@ -3,7 +3,10 @@ import Synchronization
 
 /// Preallocates the next segment's file in the background (allocated, zero-filled too with
 /// `.zeroFill`, fsync'd, under a `*.seg.tmp` name), so that a roll only writes a header page
-/// into it instead of creating a whole file inside an append.
+/// into it instead of creating a whole file inside an append. It also reads the file's first
+/// `warmBytes` into the page cache (clean pages of zeros, so nothing more to write): the first
+/// stores after the roll then find their pages cached instead of each allocating and
+/// zero-filling a read-ahead window, while the prefaulter (Prefault.swift) only starts.
 final class SegmentPreparer: Sendable {
     private enum Slot: Sendable {
         case empty
@@ -14,6 +17,7 @@ final class SegmentPreparer: Sendable {
     private let directory: String
     private let size: Int
     private let preallocation: Preallocation
+    private let warmBytes: Int
     private let slot = Mutex<Slot>(.empty)
     private let queue = DispatchQueue(label: "LogStore.SegmentPreparer")
     private let inFlight = DispatchGroup()
@@ -21,8 +25,9 @@ final class SegmentPreparer: Sendable {
     private let hurry = Atomic<Bool>(false)
     private let metrics: LogMetrics?
 
-    init(directory: String, size: Int, preallocation: Preallocation, metrics: LogMetrics? = nil) {
+    init(directory: String, size: Int, preallocation: Preallocation, warmBytes: Int = 0, metrics: LogMetrics? = nil) {
         self.metrics = metrics
+        self.warmBytes = min(max(warmBytes, 0), size)
         self.directory = directory
         self.size = size
         self.preallocation = preallocation
@@ -48,6 +53,8 @@ final class SegmentPreparer: Sendable {
                     path, size: size, preallocation: preallocation, directory: directory,
                     stopZeroFilling: { hurry.load(ordering: .relaxed) })
                 metrics?.preallocationInBackground.recordNanoseconds(Log.monotonicNanoseconds() - started)
+                // A roll waiting for the file stops it (`take()`).
+                Segment.warmPageCache(path, bytes: warmBytes) { hurry.load(ordering: .relaxed) }
                 slot.withLock { $0 = .ready(path: path) }
             } catch {
                 // The roll creates the segment itself and reports the error (e.g. a full disk).
@@ -55,6 +62,9 @@ final class SegmentPreparer: Sendable {
             }
         }
     }
+
+    /// Waits for a preparation in flight to finish without hurrying it.
+    func waitUntilPrepared() { inFlight.wait() }
 
     /// Waits for a preparation in flight and hands over the prepared file's path, if any.
     func take() -> String? {

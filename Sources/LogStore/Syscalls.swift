@@ -249,7 +249,28 @@ struct Mapping: ~Copyable {
     /// `madvise(2)` with `MADV_POPULATE_WRITE` over the whole mapping: faults every page in
     /// writable (dirtying it) as a store would, without storing anything.
     func populateWritable() throws(Errno) {
-        _ = try retryingInterrupts { logstore_populate_write(base, length) }
+        try populateWritable(pages: 0..<length)
+    }
+
+    /// `madvise(2)` with `MADV_POPULATE_WRITE` over `pages` (page-aligned byte offsets).
+    func populateWritable(pages: Range<Int>) throws(Errno) {
+        guard !pages.isEmpty else { return }
+        _ = try retryingInterrupts { logstore_populate_write(base + pages.lowerBound, pages.count) }
+    }
+
+    /// `madvise(2)` with `MADV_POPULATE_READ` over `pages` (page-aligned byte offsets): faults
+    /// them in readable as a load would, which for a file reads them into the page cache.
+    func populateReadable(pages: Range<Int>) throws(Errno) {
+        guard !pages.isEmpty else { return }
+        _ = try retryingInterrupts { logstore_populate_read(base + pages.lowerBound, pages.count) }
+    }
+
+    /// `madvise(2)` with `MADV_DONTNEED` over `pages` (page-aligned byte offsets): drops this
+    /// mapping's page-table entries for them, with one TLB flush for the range. The shared
+    /// file's cached pages, dirty or not, stay as they are; a later access maps them again.
+    func unmapPageTables(pages: Range<Int>) {
+        guard !pages.isEmpty else { return }
+        _ = Glibc.madvise(base + pages.lowerBound, pages.count, MADV_DONTNEED)
     }
 
     /// `msync(2)` with `MS_SYNC` over `pages` (page-aligned byte offsets).

@@ -12,16 +12,12 @@ import Testing
     static let dimensions = [("log", "conversion")]
 
     static func conversionOptions(_ metrics: TestMetrics, ahead: Int, segmentSize: Int = 4 << 20) -> Log.Options {
-        var options = options(segmentSize: segmentSize)
+        var options = options(segmentSize: segmentSize, metrics: metrics, dimensions: dimensions)
         options.convertAheadBytes = ahead
-        options.metricsFactory = metrics
-        options.metricsDimensions = dimensions
         return options
     }
 
-    static func convertedBytes(_ metrics: TestMetrics) -> Int64 {
-        (try? metrics.expectCounter("logstore.converted_bytes", dimensions).totalValue) ?? 0
-    }
+    static func convertedBytes(_ metrics: TestMetrics) -> Int64 { counterTotal(metrics, "logstore.converted_bytes", dimensions) }
 
     /// Waits (at most 20 s: the converter is a background thread) until `condition` holds.
     static func eventually(_ condition: () -> Bool) -> Bool {
@@ -108,33 +104,7 @@ import Testing
         let directory = TemporaryDirectory("conversion-race")
         let metrics = TestMetrics()
         let ahead = 4 * Format.pageSize
-        final class Appender: Sendable {
-            let log = Mutex<Log?>(nil)
-            let appended = Mutex<[(LSN, [UInt8])]>([])
-            let holds = Atomic<Int>(0)
-            /// False once the log is gone or closed.
-            @discardableResult
-            func appendOne() -> Bool {
-                appended.withLock { records in
-                    guard let log = log.withLock({ $0 }) else { return false }
-                    let record = payload(records.count, seed: 9, maxLength: 400)
-                    guard let lsn = try? log.append(record) else { return false }
-                    records.append((lsn, record))
-                    return true
-                }
-            }
-            /// Holds the converter after it chose its range and meanwhile appends records
-            /// until they reach past the middle of that range: it then writes back pages
-            /// that hold them.
-            func hold(_ bytes: Range<Int>) {
-                guard let log = log.withLock({ $0 }) else { return }
-                holds.add(1, ordering: .relaxed)
-                while let active = log.segments.last, active.bytesUsed <= bytes.lowerBound + bytes.count / 2,
-                    appendOne()
-                {}
-            }
-        }
-        let appender = Appender()
+        let appender = RangeHoldingAppender(seed: 9)
         FaultInjection.beforeConversion(directory: directory.path) { appender.hold($0) }
         defer { FaultInjection.beforeConversion(directory: directory.path, nil) }
         let log = try Log.open(directory.path, options: Self.conversionOptions(metrics, ahead: ahead))
@@ -148,17 +118,6 @@ import Testing
         }
         #expect(appender.holds.load(ordering: .relaxed) >= 3)
         #expect(Self.eventually { Self.convertedBytes(metrics) >= Int64(3 * ahead / 2) })
-        // No append after this (a held conversion may still run): everything is committed.
-        appender.log.withLock { $0 = nil }
-        appender.appended.withLock { _ in }
-        try log.commit()
-        try log.close()
-        let reopened = try Log.openReadOnly(directory.path, checkSealedSegments: true)
-        #expect(reopened.recoveryReport.outcome == .clean)
-        let records = appender.appended.withLock { $0 }
-        #expect(reopened.writtenLSN == LSN(records.count))
-        for (lsn, payload) in records {
-            #expect(try reopened.record(lsn).payload == payload, "record \(lsn)")
-        }
+        try appender.expectEveryRecordAfterClosing(log, directory: directory.path)
     }
 }

@@ -90,4 +90,41 @@ import Testing
         expectLogError(.poisoned) { try log.append([1]) }
         try log.close()
     }
+
+    /// How many of the first `bytes` of the file at `path` the page cache holds (mincore(2)).
+    static func cachedPages(_ path: String, bytes: Int) throws -> Int {
+        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+        try #require(descriptor >= 0)
+        defer { close(descriptor) }
+        let base = mmap(nil, bytes, PROT_READ, MAP_SHARED, descriptor, 0)
+        try #require(base != MAP_FAILED)
+        defer { munmap(base, bytes) }
+        var residency = [UInt8](repeating: 0, count: bytes / Format.pageSize)
+        try #require(mincore(base, bytes, &residency) == 0)
+        return residency.filter { $0 & 1 != 0 }.count
+    }
+
+    /// The first stores after a roll would otherwise each allocate and zero-fill a read-ahead
+    /// window of page cache in the appending thread.
+    @Test func thePreparedFileStartsInThePageCache() throws {
+        let warmBytes = 2 << 20
+        let directory = TemporaryDirectory()
+        let warm = SegmentPreparer(directory: directory.path, size: 8 << 20, preallocation: .fallocate, warmBytes: warmBytes)
+        let cold = SegmentPreparer(directory: directory.path, size: 8 << 20, preallocation: .fallocate)
+        warm.prepareNext()
+        cold.prepareNext()
+        // As a log's preparer, started when the active segment is half full, long before the roll.
+        warm.waitUntilPrepared()
+        let warmPath = try #require(warm.take())
+        let coldPath = try #require(cold.take())
+        defer {
+            unlink(warmPath)
+            unlink(coldPath)
+        }
+        #expect(try Self.cachedPages(warmPath, bytes: warmBytes) == warmBytes / Format.pageSize)
+        #expect(try Self.cachedPages(coldPath, bytes: warmBytes) == 0)
+        // Clean pages of zeros: nothing for a later sync to write, and the file reads as zeros.
+        let bytes = try #require(FileManager.default.contents(atPath: warmPath))
+        #expect(bytes.count == 8 << 20 && bytes.allSatisfy { $0 == 0 })
+    }
 }

@@ -1,6 +1,8 @@
 import Foundation
 @testable import LogStore
 import Logging
+import MetricsTestKit
+import Synchronization
 import Testing
 
 /// A fresh directory under the system temp dir, removed when the value goes away.
@@ -140,4 +142,65 @@ func logWithAnUnacknowledgedRoll(_ directory: String) throws -> [Log.Record] {
     defer { FaultInjection.disarm(directory: directory) }
     #expect(throws: LogError.self) { try log.commit() }
     return (try log.records().collect())
+}
+
+/// Appends records of its own to a log from any thread, and holds a background thread of the
+/// log (the converter, the prefaulter) inside the range it chose while records reach into it:
+/// the tests that no such thread changes a byte of what was appended meanwhile.
+final class RangeHoldingAppender: Sendable {
+    let seed: UInt64
+    let log = Mutex<Log?>(nil)
+    let appended = Mutex<[(LSN, [UInt8])]>([])
+    let holds = Atomic<Int>(0)
+
+    init(seed: UInt64) { self.seed = seed }
+
+    /// False once the log is gone or closed.
+    @discardableResult
+    func appendOne() -> Bool {
+        appended.withLock { records in
+            guard let log = log.withLock({ $0 }) else { return false }
+            let record = payload(records.count, seed: seed, maxLength: 400)
+            guard let lsn = try? log.append(record) else { return false }
+            records.append((lsn, record))
+            return true
+        }
+    }
+
+    /// Called on the background thread with the range it is about to touch: appends records
+    /// until they reach past the middle of it.
+    func hold(_ bytes: Range<Int>) {
+        guard let log = log.withLock({ $0 }) else { return }
+        holds.add(1, ordering: .relaxed)
+        while let active = log.segments.last, active.bytesUsed <= bytes.lowerBound + bytes.count / 2, appendOne() {}
+    }
+
+    /// Stops appending (a held round may still run), commits and closes `log`, and expects
+    /// every record appended to read back unchanged from `directory`.
+    func expectEveryRecordAfterClosing(_ log: Log, directory: String) throws {
+        self.log.withLock { $0 = nil }
+        appended.withLock { _ in }
+        try log.commit()
+        try log.close()
+        let reopened = try Log.openReadOnly(directory, checkSealedSegments: true)
+        #expect(reopened.recoveryReport.outcome == .clean)
+        let records = appended.withLock { $0 }
+        #expect(reopened.writtenLSN == LSN(records.count))
+        for (lsn, payload) in records {
+            #expect(try reopened.record(lsn).payload == payload, "record \(lsn)")
+        }
+    }
+}
+
+/// `options(segmentSize:)` reporting to `metrics`, with `dimensions` on every metric.
+func options(segmentSize: Int, metrics: TestMetrics, dimensions: [(String, String)]) -> Log.Options {
+    var options = options(segmentSize: segmentSize)
+    options.metricsFactory = metrics
+    options.metricsDimensions = dimensions
+    return options
+}
+
+/// The total of the counter `label` with `dimensions` (0 before anything was counted).
+func counterTotal(_ metrics: TestMetrics, _ label: String, _ dimensions: [(String, String)]) -> Int64 {
+    (try? metrics.expectCounter(label, dimensions).totalValue) ?? 0
 }

@@ -47,6 +47,8 @@ struct Settings {
     var openGiB = 10
     var openDir: String?
     var keepOpenLog = false
+    /// Bulk rows whose label contains one of these (all when empty).
+    var bulkVariants: [String] = []
 }
 
 nonisolated(unsafe) var settings = Settings()  // written once, before anything runs
@@ -78,12 +80,14 @@ do {
         case "--open-gib": settings.openGiB = Int(value(arg))!
         case "--open-dir": settings.openDir = value(arg)
         case "--keep-open-log": settings.keepOpenLog = true
+        case "--bulk-variants": settings.bulkVariants = value(arg).split(separator: "|").map(String.init)
         case "--only": settings.sections = Set(value(arg).split(separator: ",").map(String.init))
         case "-h", "--help":
             say("usage: LogStoreMeasure [--reps N] [--records N] [--bulk N] [--crc-bytes N] [--dir PATH] "
                 + "[--only serial,bulk,crc,prealloc,folio,recovery,concurrent,tail,read,scan,open] [--writers 1,4,16,64] [--writer-kinds threads,tasks] [--convert-ahead 0,1048576] "
                 + "[--modes msync,uring,fdatasync] [--seconds S] [--tail-records N] [--tail-gap-us N] "
-                + "[--read-records N] [--scan-bytes N] [--open-gib N] [--open-dir PATH] [--keep-open-log]")
+                + "[--read-records N] [--scan-bytes N] [--open-gib N] [--open-dir PATH] [--keep-open-log] "
+                + "[--bulk-variants 'label part|label part']")
             exit(0)
         default: fatalError("unknown argument \(arg)")
         }
@@ -202,12 +206,14 @@ struct BulkResult {
 }
 
 /// `count` appends then one commit on a fresh log (creating it is not timed).
-func runBulk(count: Int, segmentSize: Int, preallocation: Preallocation, writeBehindBytes: Int) throws -> BulkResult {
+func runBulk(count: Int, segmentSize: Int, preallocation: Preallocation, writeBehindBytes: Int,
+             prefaultAheadBytes: Int) throws -> BulkResult {
     let dir = Bench.makeTemporaryDirectory("logstore-measure-bulk", base: settings.dir)
     defer { Bench.removeDirectory(dir) }
-    let log = try Log.open(
-        dir, options: Log.Options(segmentSize: segmentSize, createIfMissing: true, sync: .msync,
-                                  preallocation: preallocation, writeBehindBytes: writeBehindBytes))
+    var options = Log.Options(segmentSize: segmentSize, createIfMissing: true, sync: .msync,
+                              preallocation: preallocation, writeBehindBytes: writeBehindBytes)
+    options.prefaultAheadBytes = prefaultAheadBytes
+    let log = try Log.open(dir, options: options)
     let start = Bench.now()
     try payload.withUnsafeBytes { bytes in
         for _ in 0..<count { try log.append(bytes) }
@@ -219,6 +225,13 @@ func runBulk(count: Int, segmentSize: Int, preallocation: Preallocation, writeBe
     return BulkResult(
         append: Double(count) / (Double(appended - start) / 1e9),
         total: Double(count) / (Double(committed - start) / 1e9), commitMS: ms(committed - appended))
+}
+
+/// One row of the bulk section: LogStore with some options, or the same bytes without it.
+enum BulkVariant {
+    case logStore(segmentSize: Int, preallocation: Preallocation, writeBehindBytes: Int, prefaultAheadBytes: Int)
+    case rawMapped
+    case rawPwrite
 }
 
 /// sync_file_range(2) with SYNC_FILE_RANGE_WRITE (2): a GNU extension Glibc's module does not
@@ -546,26 +559,40 @@ if settings.sections.contains("serial") {
 if settings.sections.contains("bulk") {
     say("\n== bulk: \(grouped(Double(settings.bulk))) x 128 B appends, then one commit (msync) ==")
     let writeBehind = Log.Options().writeBehindBytes
-    let variants: [(String, Int, Preallocation, Int)] = [
-        ("64 MiB segments, fallocate, write-behind 4 MiB (the default; 2 rolls)", 64 << 20, .fallocate, writeBehind),
-        ("256 MiB segment, fallocate (no roll)", 256 << 20, .fallocate, writeBehind),
-        ("64 MiB segments, fallocate, write-behind off (2 rolls)", 64 << 20, .fallocate, 0),
-        ("64 MiB segments, zero-fill (2 rolls)", 64 << 20, .zeroFill, writeBehind),
-        ("256 MiB segment, zero-fill (no roll)", 256 << 20, .zeroFill, writeBehind),
+    let prefault = Log.Options().prefaultAheadBytes
+    let variants: [(String, BulkVariant)] = [
+        ("64 MiB segments, fallocate, write-behind 4 MiB, prefault 16 MiB (the default; 2 rolls)",
+         .logStore(segmentSize: 64 << 20, preallocation: .fallocate, writeBehindBytes: writeBehind,
+                   prefaultAheadBytes: prefault)),
+        ("64 MiB segments, fallocate, write-behind 4 MiB, prefault off (2 rolls)",
+         .logStore(segmentSize: 64 << 20, preallocation: .fallocate, writeBehindBytes: writeBehind,
+                   prefaultAheadBytes: 0)),
+        ("256 MiB segment, fallocate (no roll)",
+         .logStore(segmentSize: 256 << 20, preallocation: .fallocate, writeBehindBytes: writeBehind,
+                   prefaultAheadBytes: prefault)),
+        ("64 MiB segments, fallocate, write-behind off (2 rolls)",
+         .logStore(segmentSize: 64 << 20, preallocation: .fallocate, writeBehindBytes: 0,
+                   prefaultAheadBytes: prefault)),
+        ("64 MiB segments, zero-fill (2 rolls)",
+         .logStore(segmentSize: 64 << 20, preallocation: .zeroFill, writeBehindBytes: writeBehind,
+                   prefaultAheadBytes: prefault)),
+        // The disk's ceiling for the same bytes (160 per record, header included), without LogStore.
+        ("raw: same bytes, mmap copy + sync_file_range per 4 MiB + msync (no header, CRC, lock)", .rawMapped),
+        ("raw: same bytes, pwrite of 1 MiB buffers + fdatasync", .rawPwrite),
     ]
-    // The disk's ceiling for the same bytes, without LogStore (segment size 0 marks them).
     let footprint = 160
-    let rawVariants: [(String, Int, Preallocation, Int)] = [
-        ("raw: same bytes, mmap copy + sync_file_range per 4 MiB + msync (no header, CRC, lock)", 0, .fallocate, 1),
-        ("raw: same bytes, pwrite of 1 MiB buffers + fdatasync", 0, .fallocate, 0),
-    ]
     var results: [String: [BulkResult]] = [:]
     for rep in 0..<settings.reps {
-        for (label, size, preallocation, writeBehindBytes) in rotated(variants + rawVariants, by: rep) {
-            let r = size == 0
-                ? runRawBulk(count: settings.bulk, recordBytes: footprint, mapped: writeBehindBytes == 1)
-                : try runBulk(count: settings.bulk, segmentSize: size, preallocation: preallocation,
-                              writeBehindBytes: writeBehindBytes)
+        for (label, variant) in rotated(variants, by: rep) {
+            if !settings.bulkVariants.isEmpty, !settings.bulkVariants.contains(where: { label.contains($0) }) { continue }
+            let r: BulkResult
+            switch variant {
+            case let .logStore(size, preallocation, writeBehindBytes, prefaultAheadBytes):
+                r = try runBulk(count: settings.bulk, segmentSize: size, preallocation: preallocation,
+                                writeBehindBytes: writeBehindBytes, prefaultAheadBytes: prefaultAheadBytes)
+            case .rawMapped: r = runRawBulk(count: settings.bulk, recordBytes: footprint, mapped: true)
+            case .rawPwrite: r = runRawBulk(count: settings.bulk, recordBytes: footprint, mapped: false)
+            }
             results[label, default: []].append(r)
             say("rep \(rep + 1) \(label): appends \(grouped(r.append)) records/s, append+commit "
                 + "\(grouped(r.total)) records/s, commit \(fmt(r.commitMS)) ms")
@@ -575,8 +602,8 @@ if settings.sections.contains("bulk") {
     summary.append("")
     summary.append("| Variant | append only, records/s | append + commit, records/s | commit ms |")
     summary.append("|---|---:|---:|---:|")
-    for (label, _, _, _) in variants + rawVariants {
-        let rs = results[label]!
+    for (label, _) in variants {
+        guard let rs = results[label] else { continue }
         summary.append("| \(label) | \(grouped(Bench.median(rs.map(\.append)))) | "
             + "\(grouped(Bench.median(rs.map(\.total)))) | \(fmt(Bench.median(rs.map(\.commitMS)))) |")
     }

@@ -20,6 +20,10 @@ int64_t logstore_seek_hole(int fd, int64_t offset);
 /// Returns 0 or -1 with errno set (EINVAL on older kernels).
 int logstore_populate_write(void *address, size_t length);
 
+/// madvise(2) with MADV_POPULATE_READ (Linux 5.14): faults the pages of [address, address +
+/// length) in readable, as a load would (for a file: reads them into the page cache).
+int logstore_populate_read(void *address, size_t length);
+
 /// ioctl(2) FS_IOC_FIEMAP: how many bytes of [offset, offset + length) lie in unwritten
 /// extents (allocated by fallocate(2), never written), or -1 with errno set (EOPNOTSUPP where
 /// the filesystem has no extent map, as on tmpfs). For tests and diagnostics.
