@@ -33,7 +33,8 @@ public final class Log: Sendable {
         /// How a new segment's blocks are reserved (see `Preallocation`).
         public var preallocation: Preallocation = .fallocate
         /// Starts write-back (without waiting) each time this many bytes of completed pages,
-        /// counted in whole 2 MiB (the largest page-cache folio), accumulate, so that a large commit finds most of its pages already on their way to
+        /// counted in whole 2 MiB (the largest page-cache folio; in whole `writeBehindBytes`
+        /// when that is smaller), accumulate, so that a large commit finds most of its pages already on their way to
         /// disk (like RocksDB's `bytes_per_sync`). 0 turns it off. It never makes anything durable.
         public var writeBehindBytes = 4 << 20
         /// With `Preallocation.fallocate`, a background thread keeps this many bytes past the
@@ -205,7 +206,9 @@ public final class Log: Sendable {
         /// Whether an append asked the prefaulter for more pages that it has not taken yet.
         var prefaultRequested = false
         /// `syncsStarted` at the last such question: a sync since means a durable workload.
-        var syncsAtLastPrefaultCheck: UInt64 = 0
+        /// None before the first question, which only records it: a log's first append may be
+        /// the first of a durable workload.
+        var syncsAtLastPrefaultCheck: UInt64? = nil
         /// Syncs started so far; a record appended now is covered by sync `syncsStarted + 1`.
         var syncsStarted: UInt64 = 0
         /// The number of the sync that covers `writtenLSN` (the first to start after its append).
@@ -417,7 +420,7 @@ public final class Log: Sendable {
         preparer = readOnly
             ? nil
             : SegmentPreparer(directory: directory, size: first.size, preallocation: options.preallocation,
-                              warmBytes: options.prefaultAheadBytes, metrics: metrics)
+                              warmBytes: min(options.prefaultAheadBytes, first.size), metrics: metrics)
         var open: [OpenSegment] = []
         for (index, scanned) in scan.kept.enumerated() {
             open.append(
@@ -884,10 +887,12 @@ public final class Log: Sendable {
             preparer?.prepareNext()
         }
         if options.writeBehindBytes > 0 {
-            // Whole 2 MiB (the largest page-cache folio): write-back writes whole folios, and
-            // one reaching past the records would write (and write-protect) pages still being
-            // filled, so that the next store into each faults again.
-            let completePages = alignDown(offset + footprint, to: Log.largestFolioSize)
+            // Whole 2 MiB (the largest page-cache folio), unless write-behind is set smaller:
+            // write-back writes whole folios, and one reaching past the records would write
+            // (and write-protect) pages still being filled, so that the next store into each
+            // faults again.
+            let unit = max(Format.pageSize, min(Log.largestFolioSize, alignDown(options.writeBehindBytes, to: Format.pageSize)))
+            let completePages = alignDown(offset + footprint, to: unit)
             let started = max(state.segments[index].writeBehindEnd, state.segments[index].syncedEnd)
             if completePages - started >= options.writeBehindBytes {
                 // Write-back write-protects every mapped page it writes, one TLB flush (and, with
@@ -903,7 +908,7 @@ public final class Log: Sendable {
             // Only while no sync runs between appends (a bulk load): syncs make the converter
             // write back the pages past the records, which write-protects them again, so that
             // mapping them first would only add work and TLB flushes on a busy machine.
-            state.segments[index].prefaultCheckAt = offset + footprint + options.prefaultAheadBytes / 2
+            state.segments[index].prefaultCheckAt = offset + footprint + prefaultAheadBytes / 2
             if state.syncsStarted == state.syncsAtLastPrefaultCheck, !state.prefaultRequested {
                 state.prefaultRequested = true
                 prefaulter.wake.notifyAll()

@@ -14,7 +14,7 @@ import SystemPackage
 // whatever they hold then, as the crash model already allows for any dirty page.
 //
 // Only for bulk loads: each time the records pass half of `prefaultAheadBytes`, an append asks
-// for more only if no sync started since the last time. With syncs between appends the
+// for more only if no sync started since the last time (the first time only counts). With syncs between appends the
 // converter writes the pages past the records back (ExtentConversion.swift), which
 // write-protects them again, so the appends would fault on them anyway; and on a machine busy
 // with durable writers the fault work moved to another thread is not free (BENCHMARKS.md).
@@ -23,6 +23,9 @@ import SystemPackage
 // the page cache but leave the writer's page tables empty, so every store would still fault.
 
 extension Log {
+    /// `Options.prefaultAheadBytes`, at most a segment (so that adding it cannot overflow).
+    var prefaultAheadBytes: Int { min(max(options.prefaultAheadBytes, 0), segmentSize) }
+
     /// Takes an append's request: the range of the active segment to map next, claimed (so a
     /// new request while it is being mapped asks only for what lies past it).
     func claimPrefault(_ state: inout State) -> (segment: Segment, pages: Range<Int>)? {
@@ -32,7 +35,7 @@ extension Log {
         let active = state.segments[index]
         let tail = alignUp(active.end, to: Format.pageSize)
         let start = max(active.prefaultedEnd, tail)
-        let limit = min(segmentSize, alignUp(active.end + options.prefaultAheadBytes, to: Format.pageSize))
+        let limit = min(segmentSize, alignUp(active.end + prefaultAheadBytes, to: Format.pageSize))
         guard start < limit else { return nil }
         state.segments[index].prefaultedEnd = limit
         return (active.segment, start..<limit)
