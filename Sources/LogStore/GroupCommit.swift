@@ -143,63 +143,48 @@ extension Log {
 
     /// The syncer thread's loop: while a request is not durable yet, run the next sync.
     static func runSyncer(_ syncer: LoopThread, log weakLog: WeakLog) {
-        while true {
-            // The epoch is read before the stop flag: a `stop()` between the two then moves
-            // the epoch, and the wait below returns at once instead of sleeping forever.
-            let epoch = syncer.wake.prepareWait()
-            if syncer.isStopping { return }
-            // A strong reference for one round only: a log dropped without `close` still stops it.
-            guard let log = weakLog.log else { return }
-            if log.requestedLSN.load(ordering: .sequentiallyConsistent)
+        syncer.runRounds(log: weakLog) { log in
+            guard log.requestedLSN.load(ordering: .sequentiallyConsistent)
                 > log.durableWatermark.load(ordering: .sequentiallyConsistent),
                 !log.refusing.load(ordering: .acquiring)
-            {
-                syncer.isBusy = true
-                let led = log.syncEngine.withLock { engine in log.leadOneSync(&engine) }
-                if led == nil { log.dropUnwrittenRequest() }
-                if let finished = led {
-                    if log.requestedLSN.load(ordering: .sequentiallyConsistent)
-                        > log.durableWatermark.load(ordering: .sequentiallyConsistent),
-                        !log.refusing.load(ordering: .acquiring), let waker = log.waker
-                    {
-                        // More callers wait: start their sync now and let the waker pay for the
-                        // wake-ups (one try_to_wake_up per covered caller) meanwhile.
-                        log.finishedSync.store(finished, ordering: .sequentiallyConsistent)
-                        waker.wake.notifyAll()
-                    } else {
-                        log.announce(finished)
-                    }
-                }
-                continue
+            else {
+                // Callers lead their own syncs again while this thread sleeps; a request posted
+                // after the check above moved the epoch, so the wait returns at once.
+                syncer.isBusy = false
+                return .idle
             }
-            _ = consume log
-            // Callers lead their own syncs again while this thread sleeps; a request posted after
-            // the check above moved the epoch, so the wait returns at once.
-            syncer.isBusy = false
-            syncer.wake.wait(epoch)
+            syncer.isBusy = true
+            let led = log.syncEngine.withLock { engine in log.leadOneSync(&engine) }
+            if led == nil { log.dropUnwrittenRequest() }
+            if let finished = led {
+                if log.requestedLSN.load(ordering: .sequentiallyConsistent)
+                    > log.durableWatermark.load(ordering: .sequentiallyConsistent),
+                    !log.refusing.load(ordering: .acquiring), let waker = log.waker
+                {
+                    // More callers wait: start their sync now and let the waker pay for the
+                    // wake-ups (one try_to_wake_up per covered caller) meanwhile.
+                    log.finishedSync.store(finished, ordering: .sequentiallyConsistent)
+                    waker.wake.notifyAll()
+                } else {
+                    log.announce(finished)
+                }
+            }
+            return .worked
         }
     }
 
     /// The waker thread's loop: announces the syncs the syncer finished and handed over.
     static func runWaker(_ waker: LoopThread, log weakLog: WeakLog) {
         var announced: UInt64 = 0
-        while true {
-            // The epoch is read before the stop flag: a `stop()` between the two then moves
-            // the epoch, and the wait below returns at once instead of sleeping forever.
-            let epoch = waker.wake.prepareWait()
-            if waker.isStopping { return }
-            guard let log = weakLog.log else { return }
+        waker.runRounds(log: weakLog) { log in
             let finished = log.finishedSync.load(ordering: .sequentiallyConsistent)
-            if finished > announced {
-                // Two parities cover every sync finished since the last round; a caller woken
-                // for a sync that is not its own re-checks and sleeps again.
-                if finished - announced > 1 { log.syncCompleted[Int((finished - 1) & 1)].notifyAll() }
-                log.announce(finished)
-                announced = finished
-                continue
-            }
-            _ = consume log
-            waker.wake.wait(epoch)
+            guard finished > announced else { return .idle }
+            // Two parities cover every sync finished since the last round; a caller woken for a
+            // sync that is not its own re-checks and sleeps again.
+            if finished - announced > 1 { log.syncCompleted[Int((finished - 1) & 1)].notifyAll() }
+            log.announce(finished)
+            announced = finished
+            return .worked
         }
     }
 

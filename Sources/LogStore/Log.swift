@@ -420,7 +420,7 @@ public final class Log: Sendable {
         preparer = readOnly
             ? nil
             : SegmentPreparer(directory: directory, size: first.size, preallocation: options.preallocation,
-                              warmBytes: min(options.prefaultAheadBytes, first.size), metrics: metrics)
+                              warmBytes: options.prefaultAheadBytes, metrics: metrics)
         var open: [OpenSegment] = []
         for (index, scanned) in scan.kept.enumerated() {
             open.append(

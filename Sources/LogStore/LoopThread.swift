@@ -51,11 +51,14 @@ final class LoopThread: Sendable {
         case finished
     }
 
-    /// Runs `round` on the log until it finishes, the log is gone or the thread is stopped,
-    /// sleeping after each idle round until `wake` is notified. The log is held only during a
+    /// The loop of every log thread (syncer, waker, converter, prefaulter): runs `round` on the
+    /// log until it finishes, the log is gone or the thread is stopped, sleeping after each
+    /// idle round until `wake` is notified. The log is held only during a
     /// round, so that dropping it still stops the thread.
     func runRounds(log weakLog: WeakLog, _ round: (Log) -> Round) {
         while true {
+            // The epoch is read before the stop flag: a `stop()` between the two then moves
+            // the epoch, and the wait below returns at once instead of sleeping forever.
             let epoch = wake.prepareWait()
             if isStopping { return }
             guard let log = weakLog.log else { return }
