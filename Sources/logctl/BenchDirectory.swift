@@ -9,8 +9,8 @@ final class BenchDirectory: Sendable {
     let path: String
     /// Whether `path` was created by this run, and so is removed at the end.
     let ownsPath: Bool
-    /// The row directory in use, for removal on SIGINT/SIGTERM.
-    private let current = Mutex<String?>(nil)
+    /// The row directories in use, for removal on SIGINT/SIGTERM.
+    private let current = Mutex<[String]>([])
 
     init(under directory: String?) throws {
         if let directory {
@@ -31,13 +31,20 @@ final class BenchDirectory: Sendable {
 
     /// Runs `body` with a new, empty directory that is removed afterwards, whatever happens.
     func withRowDirectory<T>(_ name: String, _ body: (String) throws -> T) throws -> T {
-        let row = try Self.makeUniqueDirectory(path + "/logctl-bench-" + name + "-")
-        current.withLock { $0 = row }
+        try withRowDirectories([name]) { try body($0[0]) }
+    }
+
+    /// The same for rows measured together (in rounds): one new directory per name.
+    func withRowDirectories<T>(_ names: [String], _ body: ([String]) throws -> T) throws -> T {
         defer {
-            try? FileManager.default.removeItem(atPath: row)
-            current.withLock { $0 = nil }
+            for row in current.withLock({ $0 }) { try? FileManager.default.removeItem(atPath: row) }
+            current.withLock { $0 = [] }
         }
-        return try body(row)
+        for name in names {
+            let row = try Self.makeUniqueDirectory(path + "/logctl-bench-" + name + "-")
+            current.withLock { $0.append(row) }
+        }
+        return try body(current.withLock { $0 })
     }
 
     /// Removes what this run created.
@@ -49,7 +56,7 @@ final class BenchDirectory: Sendable {
     /// benchmark log is tens of MiB to GiBs that nobody wants left behind.
     func removeOnSignal() -> SignalCleanup {
         SignalCleanup(signals: [SIGINT, SIGTERM]) { [self] in
-            if let row = current.withLock({ $0 }) { try? FileManager.default.removeItem(atPath: row) }
+            for row in current.withLock({ $0 }) { try? FileManager.default.removeItem(atPath: row) }
             finish()
         }
     }

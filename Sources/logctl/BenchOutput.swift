@@ -25,6 +25,9 @@ struct BenchRow {
 
     var mode: String { sync?.rawValue ?? Self.rawMode }
 
+    /// The start of the name of the row's directory.
+    var directoryName: String { "\(mode)-\(workload.rawValue)-w\(writers)" }
+
     var label: String {
         guard workload.isConcurrent else { return "\(mode) \(workload.rawValue)" }
         return "\(mode) \(workload.rawValue), \(writers) writer" + (writers == 1 ? "" : "s")

@@ -12,6 +12,18 @@ struct BenchMeasurement {
     var nanoseconds: UInt64
     /// Per-commit latency in nanoseconds; nil for bulk, which has one commit.
     var latency: Histogram<UInt64>?
+
+    /// Nothing measured yet: the start of a row measured in rounds.
+    static func empty(withLatency: Bool) -> BenchMeasurement {
+        BenchMeasurement(records: 0, nanoseconds: 0, latency: withLatency ? BenchRunner.makeHistogram() : nil)
+    }
+
+    /// Adds another round of the same row: its records, its time and its latencies.
+    mutating func add(_ round: BenchMeasurement) {
+        records += round.records
+        nanoseconds += round.nanoseconds
+        if let other = round.latency { latency?.add(other) }
+    }
 }
 
 /// The timed loops of `logctl bench`: through the library, and the raw `pwrite` + `fdatasync`
@@ -134,18 +146,22 @@ struct BenchRunner: Sendable {
     /// `pwrite` + `fdatasync` per record into a preallocated file: the least a durable append
     /// can cost on this disk with one writer.
     func rawSerial(path: String, records: Int) throws -> BenchMeasurement {
-        let file = try RawFile(path: path, capacity: records * size)
+        try rawSerial(into: RawFile(path: path, capacity: records * size), records: 0..<records)
+    }
+
+    /// The same loop over records `records` of a file made for them all (one round of a row).
+    func rawSerial(into file: RawFile, records: Range<Int>) throws -> BenchMeasurement {
         var histogram = Self.makeHistogram()
         let start = monotonicNanoseconds()
         try payload.withUnsafeBytes { buffer in
-            for index in 0..<records {
+            for index in records {
                 let before = monotonicNanoseconds()
                 try file.write(buffer, at: index * size)
                 try file.dataSync()
                 histogram.record(min(monotonicNanoseconds() - before, Self.latencyCeiling))
             }
         }
-        return BenchMeasurement(records: records, nanoseconds: monotonicNanoseconds() - start, latency: histogram)
+        return BenchMeasurement(records: records.count, nanoseconds: monotonicNanoseconds() - start, latency: histogram)
     }
 
     /// The same loop run for `duration` instead of a record count (durable-concurrent's baseline).
@@ -233,7 +249,7 @@ private final class ConcurrentRun: Sendable {
 
 /// The raw baseline's file, preallocated and fsync'd before any timing so that the timed loop
 /// pays for data (and unwritten-extent conversion, as the log does), not for allocation.
-private final class RawFile {
+final class RawFile {
     let path: String
     let descriptor: Int32
     private(set) var capacity = 0

@@ -37,8 +37,10 @@ import Testing
         var generator = SplitMix64(seed: 42)
         let buffer = (0..<(3 * 8192 * 2 + 100)).map { _ in UInt8.random(in: 0...255, using: &generator) }
         buffer.withUnsafeBytes { raw in
-            // Lengths around the 3-way interleave block sizes (256*3, 8192*3) and all alignments.
-            let lengths = Array(0..<80) + [767, 768, 769, 1000, 24575, 24576, 24577, 49152 + 99]
+            // Every length up to past the 3-way interleaves of 48 and 256 bytes (a record's
+            // 144-byte blocks and 768-byte ones), around the 8192*3 one, at every alignment.
+            // 25495 takes every block size in one call: 24576 + 768 + 144 + 7.
+            let lengths = Array(0..<1000) + [24575, 24576, 24577, 25495, 49152 + 99]
             for length in lengths {
                 for alignment in 0..<8 where alignment + length <= raw.count {
                     let slice = UnsafeRawBufferPointer(rebasing: raw[alignment..<(alignment + length)])

@@ -1,6 +1,8 @@
 import Foundation
 import Testing
 
+@testable import logctl
+
 /// `logctl bench` with tiny parameters: the --json contract, directory hygiene and argument checks.
 @Suite struct BenchTests {
     static let keys: Set<String> = [
@@ -91,6 +93,72 @@ import Testing
         #expect(rows.allSatisfy { $0["size"] as? Int == 0 && $0["records"] as? Int == 50 })
     }
 
+    @Test(arguments: [(rounds: 3, records: 10), (rounds: 7, records: 5), (rounds: 1, records: 10)])
+    func durableSerialRowsTakingTurnsEachWriteEveryRecord(rounds: Int, records: Int) throws {
+        let scratch = Scratch()
+        let result = try logctl([
+            "bench", "--json", "--mode", "msync,fdatasync", "--workload", "durable-serial", "--records", "\(records)",
+            "--rounds", "\(rounds)", "--dir", scratch.path,
+        ])
+        #expect(result.status == 0, "\(result.stderr)")
+        let rows = try rows(result.stdout)
+        // Rounds of records/rounds records (the remainder spread, empty rounds when rounds >
+        // records) still add up to --records for the baseline and each mode, in the usual order.
+        #expect(rows.map { $0["mode"] as? String } == ["raw-fdatasync", "msync", "fdatasync"])
+        #expect(rows.allSatisfy { $0["records"] as? Int == records }, "\(rows)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: scratch.path).isEmpty, "every row's directory is removed")
+    }
+
+    @Test(arguments: [(members: 4, rounds: 8, records: 10_003), (members: 2, rounds: 3, records: 2), (members: 3, rounds: 6, records: 6)])
+    func eachRowTakesEachPlaceInTheOrderEquallyOftenAndTheRawRangesTileTheFile(
+        members: Int, rounds: Int, records: Int
+    ) {
+        let schedule = LogCtl.Bench.roundSchedule(members: members, rounds: rounds, records: records)
+        #expect(schedule.count == rounds)
+        var places = [[Int]](repeating: [Int](repeating: 0, count: members), count: members)
+        var written = [Int](repeating: 0, count: members)
+        var rawEnd = 0
+        for turns in schedule {
+            #expect(Set(turns.map(\.member)) == Set(0..<members), "every row once a round: \(turns)")
+            #expect(Set(turns.map(\.records)).count == 1, "the same records per row in a round")
+            for (place, turn) in turns.enumerated() {
+                places[turn.member][place] += 1
+                written[turn.member] += turn.records.count
+                if turn.member == 0 {
+                    #expect(turn.records.lowerBound == rawEnd, "the raw rows' ranges follow each other")
+                    rawEnd = turn.records.upperBound
+                }
+            }
+        }
+        #expect(rawEnd == records)
+        #expect(written == [Int](repeating: records, count: members))
+        if rounds % members == 0 {
+            #expect(places.allSatisfy { $0 == [Int](repeating: rounds / members, count: members) }, "\(places)")
+        }
+        let sizes = schedule.map { $0[0].records.count }
+        #expect(sizes.max()! - sizes.min()! <= 1, "\(sizes)")
+    }
+
+    @Test(.enabled(if: scriptAvailable)) func theDefaultIsTwoRoundsPerRow() throws {
+        let scratch = Scratch()
+        let result = try logctlOnTerminal([
+            "bench", "--mode", "msync", "--workload", "durable-serial", "--records", "8", "--dir", scratch.path,
+        ])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout.contains("durable-serial, round 4/4"), "the baseline and msync: 4 rounds. \(result.stdout)")
+        #expect(!result.stdout.contains("round 5/"))
+    }
+
+    @Test(.enabled(if: scriptAvailable)) func theProgressLineCountsTheRounds() throws {
+        let scratch = Scratch()
+        let result = try logctlOnTerminal([
+            "bench", "--mode", "msync", "--workload", "durable-serial", "--records", "6", "--rounds", "3",
+            "--dir", scratch.path,
+        ])
+        #expect(result.status == 0, "\(result.stderr)")
+        for round in 1...3 { #expect(result.stdout.contains("durable-serial, round \(round)/3"), "\(result.stdout)") }
+    }
+
     @Test func theDefaultDirectoryIsRemovedAndTheTableHasARatioToRaw() throws {
         let result = try logctl(["bench", "--mode", "fdatasync", "--workload", "bulk", "--records", "100"])
         #expect(result.status == 0, "\(result.stderr)")
@@ -106,7 +174,7 @@ import Testing
     @Test(arguments: [
         ["--mode", "bogus"], ["--mode", "none"], ["--writers", "0"], ["--writers", "1,,4"], ["--records", "0"],
         ["--duration", "0"], ["--size=-1"], ["--size", "100000000"], ["--workload", "everything"],
-        ["--segment-size", "12345"],
+        ["--segment-size", "12345"], ["--rounds", "0"], ["--rounds", "1001"],
     ])
     func badArgumentsExitThreeWithOneLine(arguments: [String]) throws {
         let scratch = Scratch()

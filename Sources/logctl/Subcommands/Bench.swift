@@ -24,9 +24,17 @@ extension LogCtl {
                 every pwrite, then one fdatasync). Each row's records/s is shown as a ratio to
                 its workload's baseline. MB/s counts payload bytes; latencies are per commit.
 
+                The durable-serial rows (the baseline and each mode) take turns: --rounds
+                rounds of --records/--rounds records each, in an order rotated every round,
+                each row keeping its log (or file) open throughout. A shared disk's latency
+                drifts from one second to the next, and rows run one after another would
+                compare different seconds of it; taking turns spreads each row over the same
+                stretch of time. Such a row's seconds are the sum of its own turns.
+
                 Each row gets a fresh log (or raw file) in a directory of its own, removed
-                after the row: inside --dir when given (--dir and anything else in it are
-                left alone), else inside a new directory under /tmp, removed at the end.
+                after the row (durable-serial's, after the last round): inside --dir when
+                given (--dir and anything else in it are left alone), else inside a new
+                directory under /tmp, removed at the end.
 
                 --json prints one object per row: mode, workload, writers, size, records (made
                 durable), seconds (wall time), records_per_s, p50_us, p99_us and p999_us (null
@@ -62,6 +70,9 @@ extension LogCtl {
 
         @Option(help: "Segment size of the benchmarked logs (suffixes K, M, G allowed).")
         var segmentSize = "64MiB"
+
+        @Option(help: "Rounds that the durable-serial rows take turns in (default: twice the rows, so that each takes each place in the order twice; 1: each row whole, one after another).")
+        var rounds: Int?
 
         @OptionGroup var format: OutputFormat
 
@@ -119,6 +130,7 @@ extension LogCtl {
             guard duration.isFinite, duration > 0, duration <= 1_000_000 else {
                 throw ValidationError("--duration must be a positive number of seconds")
             }
+            if let rounds, rounds < 1 || rounds > 1_000 { throw ValidationError("--rounds must be from 1 to 1000") }
             guard let segmentBytes = parseByteCount(segmentSize) else {
                 throw ValidationError("--segment-size '\(segmentSize)' is not a byte count")
             }
@@ -195,13 +207,36 @@ extension LogCtl {
             output.start(directory: place.path, segmentSize: plan.segmentSize)
             var failedModes: Set<String> = []
             var results: [BenchResult] = []
-            for (index, row) in rows.enumerated() {
+            func report(_ row: BenchRow, _ measurement: BenchMeasurement) {
+                let baseline = results.first { $0.row.mode == BenchRow.rawMode && $0.row.workload == row.workload }
+                let result = BenchResult(row: row, size: size, measurement: measurement)
+                results.append(result)
+                output.row(result, baseline: baseline)
+            }
+            var index = 0
+            while index < rows.count {
+                let row = rows[index]
+                if row.workload == .durableSerial, rounds != 1 {
+                    // The baseline and the modes' rows are consecutive, the baseline first.
+                    let group = Array(rows[index...].prefix { $0.workload == .durableSerial })
+                    let measured = try measureInRounds(
+                        group, place: place, runner: runner, plan: plan, output: output, failedModes: &failedModes
+                    ) { round, rounds in
+                        output.progress("[\(index + 1)-\(index + group.count)/\(rows.count)] durable-serial, round \(round)/\(rounds)")
+                    }
+                    output.clearProgress()
+                    for (row, measurement) in zip(group, measured) {
+                        if let measurement { report(row, measurement) }
+                    }
+                    index += group.count
+                    continue
+                }
+                index += 1
                 if failedModes.contains(row.mode) { continue }
-                output.progress("[\(index + 1)/\(rows.count)] \(row.label)")
+                output.progress("[\(index)/\(rows.count)] \(row.label)")
                 let measurement: BenchMeasurement
                 do {
-                    let name = "\(row.mode)-\(row.workload.rawValue)-w\(row.writers)"
-                    measurement = try place.withRowDirectory(name) { directory in
+                    measurement = try place.withRowDirectory(row.directoryName) { directory in
                         try measure(row, in: directory, runner: runner, plan: plan)
                     }
                 } catch let error as LogError where row.sync != nil {
@@ -211,10 +246,7 @@ extension LogCtl {
                     failedModes.insert(row.mode)
                     continue
                 }
-                let baseline = results.first { $0.row.mode == BenchRow.rawMode && $0.row.workload == row.workload }
-                let result = BenchResult(row: row, size: size, measurement: measurement)
-                results.append(result)
-                output.row(result, baseline: baseline)
+                report(row, measurement)
             }
             output.finish(results)
             if !failedModes.isEmpty { throw ExitCode(5) }
