@@ -33,8 +33,8 @@ public final class Log: Sendable {
         /// How a new segment's blocks are reserved (see `Preallocation`).
         public var preallocation: Preallocation = .fallocate
         /// Starts write-back (without waiting) each time this many bytes of completed pages,
-        /// counted in whole 2 MiB (the largest page-cache folio; in whole `writeBehindBytes`
-        /// when that is smaller), accumulate, so that a large commit finds most of its pages already on their way to
+        /// counted in whole 2 MiB (the largest page-cache folio; when `writeBehindBytes` is
+        /// smaller, in the largest power of two it holds, at least a page), accumulate, so that a large commit finds most of its pages already on their way to
         /// disk (like RocksDB's `bytes_per_sync`). 0 turns it off. It never makes anything durable.
         public var writeBehindBytes = 4 << 20
         /// With `Preallocation.fallocate`, a background thread keeps this many bytes past the
@@ -308,6 +308,9 @@ public final class Log: Sendable {
     let metrics: LogMetrics?
     /// `options.logger` with the directory as metadata.
     let logger: Logger
+    /// What write-behind counts completed pages in (`Log.writeBehindUnit(for:)`), once per log
+    /// rather than per append.
+    let writeBehindUnit: Int
 
     deinit {
         syncer?.stop()
@@ -357,6 +360,7 @@ public final class Log: Sendable {
         self.directory = directory
         self.options = options
         self.isReadOnly = readOnly
+        writeBehindUnit = Log.writeBehindUnit(for: options.writeBehindBytes)
         logger = Log.logger(options, directory: directory)
         guard options.segmentSize >= Format.minSegmentSize, options.segmentSize <= Format.maxSegmentSize,
             options.segmentSize % Format.pageSize == 0
@@ -735,6 +739,15 @@ public final class Log: Sendable {
     /// The largest folio the page cache makes of a file's pages on x86-64 (a PMD, 2 MiB).
     static let largestFolioSize = 2 << 20
 
+    /// Whole 2 MiB (the largest folio), or the largest power of two in a smaller `bytes`, at
+    /// least a page: write-back writes whole folios, and one reaching past the records would
+    /// write (and write-protect) pages still being filled, so that the next store into each
+    /// faults again. A power of two, because `alignDown` masks.
+    static func writeBehindUnit(for bytes: Int) -> Int {
+        guard bytes > Format.pageSize else { return Format.pageSize }
+        return min(largestFolioSize, 1 << (Int.bitWidth - 1 - bytes.leadingZeroBitCount))
+    }
+
     /// Appends one record and returns its LSN. The record is not durable until `commit` returns.
     @discardableResult
     public func append(_ payload: UnsafeRawBufferPointer) throws(LogError) -> LSN {
@@ -887,12 +900,7 @@ public final class Log: Sendable {
             preparer?.prepareNext()
         }
         if options.writeBehindBytes > 0 {
-            // Whole 2 MiB (the largest page-cache folio), unless write-behind is set smaller:
-            // write-back writes whole folios, and one reaching past the records would write
-            // (and write-protect) pages still being filled, so that the next store into each
-            // faults again.
-            let unit = max(Format.pageSize, min(Log.largestFolioSize, alignDown(options.writeBehindBytes, to: Format.pageSize)))
-            let completePages = alignDown(offset + footprint, to: unit)
+            let completePages = alignDown(offset + footprint, to: writeBehindUnit)
             let started = max(state.segments[index].writeBehindEnd, state.segments[index].syncedEnd)
             if completePages - started >= options.writeBehindBytes {
                 // Write-back write-protects every mapped page it writes, one TLB flush (and, with

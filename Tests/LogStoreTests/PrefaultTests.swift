@@ -158,4 +158,19 @@ import Testing
         #expect(reopened.writtenLSN == LSN(records.count))
         for (index, record) in records.enumerated() { #expect(try reopened.record(LSN(index + 1)).payload == record) }
     }
+
+    @Test func writeBehindCountsInAPowerOfTwoFromAPageToTheLargestFolio() {
+        let page = Format.pageSize
+        let cases = [
+            (0, page), (1, page), (page, page), (3 * page, 2 * page), (1 << 20, 1 << 20), ((1 << 20) + page, 1 << 20),
+            (3 << 20, 2 << 20), (4 << 20, 2 << 20), (Int.max, 2 << 20),
+        ]
+        for (bytes, unit) in cases { #expect(Log.writeBehindUnit(for: bytes) == unit, "\(bytes) bytes") }
+        // alignDown masks, so anything else would round to a value that is no multiple of it.
+        for bytes in stride(from: 0, through: 5 << 20, by: 1_000) {
+            let unit = Log.writeBehindUnit(for: bytes)
+            #expect(unit.nonzeroBitCount == 1 && unit >= page && unit <= Log.largestFolioSize, "\(bytes) bytes: \(unit)")
+            #expect(unit <= max(bytes, page) && (unit * 2 > min(bytes, Log.largestFolioSize) || unit == page), "\(bytes) bytes: \(unit)")
+        }
+    }
 }
