@@ -13,9 +13,9 @@ struct BenchMeasurement {
     /// Per-commit latency in nanoseconds; nil for bulk, which has one commit.
     var latency: Histogram<UInt64>?
 
-    /// Nothing measured yet: the start of a row measured in rounds.
-    static func empty(withLatency: Bool) -> BenchMeasurement {
-        BenchMeasurement(records: 0, nanoseconds: 0, latency: withLatency ? BenchRunner.makeHistogram() : nil)
+    /// Nothing measured yet: the start of a durable row measured in rounds.
+    static func empty() -> BenchMeasurement {
+        BenchMeasurement(records: 0, nanoseconds: 0, latency: BenchRunner.makeHistogram())
     }
 
     /// Adds another round of the same row: its records, its time and its latencies.

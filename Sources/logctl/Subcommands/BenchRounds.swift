@@ -36,7 +36,7 @@ extension LogCtl.Bench {
             }
             defer { for log in logs { try? log?.close() } }
 
-            var measured = group.map { _ in BenchMeasurement.empty(withLatency: true) }
+            var measured = group.map { _ in BenchMeasurement.empty() }
             for (round, turns) in schedule.enumerated() {
                 progress(round + 1, schedule.count)
                 for (member, range) in turns {
