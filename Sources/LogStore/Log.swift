@@ -321,6 +321,9 @@ public final class Log: Sendable {
         // Dropped without close (a crash, as far as the log is concerned): let a queued
         // installation finish before the lock is released with the stored properties.
         installQueue.sync {}
+        // Nor may the preparer create its file once another writer may own the directory: that
+        // writer deleted leftovers at open, and the file would take space its recovery needs.
+        preparer?.discard()
         if !isReadOnly, let unreported = state.withLock({ $0.isClosed ? nil : $0.unreportedAppends }) {
             reportReleasedWithoutClose(unreported)
         }

@@ -188,7 +188,7 @@ struct LogScanner {
                 }
                 scanned.endsWithCloseMarker = false
             } else {
-                guard header.lsn == expected - 1, header.length == 0 else {
+                guard header.lsn == expected - 1 else {
                     return (scanned, "close marker for LSN \(header.lsn) where \(expected - 1) was expected")
                 }
                 scanned.endsWithCloseMarker = true
@@ -204,6 +204,9 @@ struct LogScanner {
             || header.type == Format.recordTypePadding,
             header.flags == 0, header.reserved == 0
         else { return "unknown record type \(header.type) or nonzero reserved bits" }
+        if header.type == Format.recordTypeCloseMarker, header.length != 0 {
+            return "close marker with length \(header.length), not 0"
+        }
         if position + header.footprint > segment.size {
             return "record length \(header.length) runs past the end of the segment"
         }

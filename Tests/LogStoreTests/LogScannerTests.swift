@@ -231,6 +231,35 @@ import Testing
         #expect(error?.lsn == 5)
     }
 
+    /// A close marker has no payload (FORMAT.md §3.4): one with a length, even with a
+    /// matching checksum, is invalid, and recovery and `verify` both say so at its offset.
+    @Test func closeMarkerWithALengthIsInvalidToRecoveryAndVerify() throws {
+        let source = TemporaryDirectory()
+        let records = try Self.committedLog(source.path, count: 5, close: true)
+        let marker = records[4].offset + Format.recordFootprint(payloadLength: records[4].payload.count)
+        var files = try snapshot(source.path)
+        let name = Format.segmentFileName(id: 1)
+        files[name]!.withUnsafeMutableBytes { raw in
+            #expect(RecordHeader.load(from: raw.baseAddress! + marker).type == Format.recordTypeCloseMarker)
+            raw.storeBytes(of: UInt32(8).littleEndian, toByteOffset: marker + 4, as: UInt32.self)
+            let salt = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 56, as: UInt64.self))
+            let crc = RecordHeader.checksum(
+                recordAt: raw.baseAddress! + marker, payloadLength: 8, saltCRC: RecordHeader.saltCRC(salt))
+            raw.storeBytes(of: crc.littleEndian, toByteOffset: marker, as: UInt32.self)
+        }
+        let work = TemporaryDirectory("marker-length")
+        try restore(files, into: work.path)
+        let reader = try Log.openReadOnly(work.path)
+        #expect(reader.writtenLSN == 5)
+        #expect(reader.recoveryReport.outcome != .clean)
+        #expect(reader.recoveryReport.damage?.offset == UInt64(marker))
+        #expect(reader.recoveryReport.damage?.reason.contains("close marker with length 8") == true)
+        try reader.close()
+        let problems = try Log.verify(work.path).problems
+        #expect(problems.map(\.offset) == [UInt64(marker)])
+        #expect(problems.first?.reason.contains("close marker with length 8") == true)
+    }
+
     @Test func pointInTimeRecoveryKeepsThePrefixAndReportsLostLSNs() throws {
         let source = TemporaryDirectory()
         let records = try Self.committedLog(source.path, count: 20, close: true)
