@@ -47,22 +47,33 @@ extension Log {
             guard log.conversionRequested.exchange(false, ordering: .acquiringAndReleasing),
                 let (segment, bytes) = log.state.withLock({ log.nextConversion($0) })
             else { return .idle }
-            FaultInjection.conversionStarting(directory: log.directory, bytes: bytes)
-            do throws(Errno) {
-                try convertExtents(of: segment, bytes: bytes)
-            } catch {
-                log.reportStoppedAhead(
-                    "stopped converting extents ahead of the appends", segment: segment, offset: bytes.lowerBound,
-                    error: error)
-                return .finished
-            }
-            log.metrics?.convertedBytes.increment(by: bytes.count)
-            log.state.withLock { state in
-                if let index = state.segments.lastIndex(where: { $0.segment === segment }) {
-                    state.segments[index].convertedEnd = max(state.segments[index].convertedEnd, bytes.upperBound)
+            let directory = log.directory
+            // A megabyte written back can take longer than a reopen waits for a dropped
+            // writer's lock (DirectoryLock.acquire).
+            return .withoutLog {
+                FaultInjection.conversionStarting(directory: directory, bytes: bytes)
+                let failure: Errno?
+                do throws(Errno) {
+                    try convertExtents(of: segment, bytes: bytes)
+                    failure = nil
+                } catch {
+                    failure = error
                 }
+                guard let log = weakLog.log else { return .finished }
+                if let failure {
+                    log.reportStoppedAhead(
+                        "stopped converting extents ahead of the appends", segment: segment, offset: bytes.lowerBound,
+                        error: failure)
+                    return .finished
+                }
+                log.metrics?.convertedBytes.increment(by: bytes.count)
+                log.state.withLock { state in
+                    if let index = state.segments.lastIndex(where: { $0.segment === segment }) {
+                        state.segments[index].convertedEnd = max(state.segments[index].convertedEnd, bytes.upperBound)
+                    }
+                }
+                return .worked
             }
-            return .worked
         }
     }
 

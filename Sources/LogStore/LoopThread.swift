@@ -49,12 +49,16 @@ final class LoopThread: Sendable {
         case idle
         /// Stop for good.
         case finished
+        /// Run this (its outcome is the round's) with the log released: slow I/O that needs
+        /// only what it captured, so that a drop of the log meanwhile runs its deinit, and the
+        /// lock release, on the dropping thread and not later on this one.
+        case withoutLog(() -> Round)
     }
 
     /// The loop of every log thread (syncer, waker, converter, prefaulter): runs `round` on the
     /// log until it finishes, the log is gone or the thread is stopped, sleeping after each
     /// idle round until `wake` is notified. The log is held only during a
-    /// round, so that dropping it still stops the thread.
+    /// round (and not during its `withoutLog` part), so that dropping it still stops the thread.
     func runRounds(log weakLog: WeakLog, _ round: (Log) -> Round) {
         while true {
             // The epoch is read before the stop flag: a `stop()` between the two then moves
@@ -62,12 +66,14 @@ final class LoopThread: Sendable {
             let epoch = wake.prepareWait()
             if isStopping { return }
             guard let log = weakLog.log else { return }
-            switch round(log) {
+            var outcome = round(log)
+            _ = consume log
+            while case .withoutLog(let work) = outcome { outcome = work() }
+            switch outcome {
             case .worked: continue
             case .finished: return
-            case .idle: break
+            case .idle, .withoutLog: break
             }
-            _ = consume log
             wake.wait(epoch)
         }
     }

@@ -46,18 +46,29 @@ extension Log {
     static func runPrefaulter(_ prefaulter: LoopThread, log weakLog: WeakLog) {
         prefaulter.runRounds(log: weakLog) { log in
             guard let (segment, pages) = log.state.withLock({ log.claimPrefault(&$0) }) else { return .idle }
-            FaultInjection.prefaultStarting(directory: log.directory, pages: pages)
-            do throws(Errno) {
-                try segment.mapping.populateWritable(pages: pages)
-            } catch {
-                log.reportStoppedAhead(
-                    "stopped mapping pages ahead of the appends", segment: segment, offset: pages.lowerBound, error: error)
-                // A request left pending means no append wakes this thread again.
-                log.state.withLock { $0.prefaultRequested = true }
-                return .finished
+            let directory = log.directory
+            // Zero-filling 16 MiB is slow enough to outlast a reopen's wait for the lock.
+            return .withoutLog {
+                FaultInjection.prefaultStarting(directory: directory, pages: pages)
+                let failure: Errno?
+                do throws(Errno) {
+                    try segment.mapping.populateWritable(pages: pages)
+                    failure = nil
+                } catch {
+                    failure = error
+                }
+                guard let log = weakLog.log else { return .finished }
+                if let failure {
+                    log.reportStoppedAhead(
+                        "stopped mapping pages ahead of the appends", segment: segment, offset: pages.lowerBound,
+                        error: failure)
+                    // A request left pending means no append wakes this thread again.
+                    log.state.withLock { $0.prefaultRequested = true }
+                    return .finished
+                }
+                log.metrics?.prefaultedBytes.increment(by: pages.count)
+                return .worked
             }
-            log.metrics?.prefaultedBytes.increment(by: pages.count)
-            return .worked
         }
     }
 }

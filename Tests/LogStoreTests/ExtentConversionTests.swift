@@ -123,4 +123,30 @@ import Testing
         #expect(Self.eventually { Self.convertedBytes(metrics) >= Int64(3 * ahead / 2) })
         try appender.expectEveryRecordAfterClosing(log, directory: directory.path)
     }
+
+    @Test func aWriterDroppedDuringAConversionReleasesItsLockBeforeTheDropReturns() throws {
+        let directory = TemporaryDirectory("conversion-drop")
+        let (started, release) = (DispatchSemaphore(value: 0), DispatchSemaphore(value: 0))
+        let held = Atomic<Bool>(false)
+        FaultInjection.beforeConversion(directory: directory.path) { _ in
+            guard !held.exchange(true, ordering: .relaxed) else { return }
+            started.signal()
+            release.wait()
+        }
+        defer { FaultInjection.beforeConversion(directory: directory.path, nil) }
+        do {
+            let log = try Log.open(directory.path, options: Self.conversionOptions(TestMetrics(), ahead: 256 << 10))
+            try log.appendAndCommit(payload(1))
+            try withExtendedLifetime(log) {
+                let conversionStarted = started.wait(timeout: .now() + 20) == .success
+                // Longer than a reopen waits for a writer of this process (100 ms): a converter
+                // holding the writer through its I/O would make the reopen below fail `locked`.
+                DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(500)) { release.signal() }
+                try #require(conversionStarted, "the commit started a conversion")
+            }
+        }
+        let reopened = try Log.open(directory.path, options: Self.conversionOptions(TestMetrics(), ahead: 0))
+        #expect(reopened.writtenLSN == 1)
+        try reopened.close()
+    }
 }
