@@ -34,18 +34,22 @@ package enum FaultInjection {
     /// `times` calls with `errno`. Rules are per directory so that tests running in parallel do
     /// not see each other's.
     static func arm(_ point: Point, directory: String, after: Int = 0, times: Int = 1, errno: Errno) {
+        // The flag changes under the rules' lock, or a parallel test's `disarm` that found
+        // nothing left could clear it after this rule was added.
         rules.withLock {
             $0.append(
                 Rule(point: point, remainingBeforeFailure: after, remainingFailures: times, errno: errno,
                      directory: directory))
+            armed.store(true, ordering: .releasing)
         }
-        armed.store(true, ordering: .releasing)
     }
 
     /// Starts recording every sync the log in `directory` issues.
     static func observeSyncs(directory: String) {
-        observed.withLock { $0[directory] = [] }
-        armed.store(true, ordering: .releasing)
+        rules.withLock { _ in
+            observed.withLock { $0[directory] = [] }
+            armed.store(true, ordering: .releasing)
+        }
     }
 
     /// The syncs recorded since `observeSyncs`: segment file name and the byte range passed
@@ -118,16 +122,17 @@ package enum FaultInjection {
     /// Calls `handler`, synchronously on the thread concerned, for every event about a path
     /// under `prefix` (a crash point's log directory counts as its path).
     package static func observe(under prefix: String, _ handler: @escaping @Sendable (Event) -> Void) {
-        observers.withLock { $0.append((prefix, handler)) }
-        observing.store(true, ordering: .releasing)
+        observers.withLock {
+            $0.append((prefix, handler))
+            observing.store(true, ordering: .releasing)
+        }
     }
 
     package static func stopObserving(under prefix: String) {
-        let empty = observers.withLock { list in
+        observers.withLock { list in
             list.removeAll { $0.prefix == prefix }
-            return list.isEmpty
+            if list.isEmpty { observing.store(false, ordering: .releasing) }
         }
-        if empty { observing.store(false, ordering: .releasing) }
     }
 
     static var isObserving: Bool { observing.load(ordering: .acquiring) }
@@ -154,12 +159,14 @@ package enum FaultInjection {
     }
 
     static func disarm(directory: String) {
-        observed.withLock { _ = $0.removeValue(forKey: directory) }
-        let empty = rules.withLock { rules in
+        rules.withLock { rules in
             rules.removeAll { $0.directory == directory }
-            return rules.isEmpty && observed.withLock { $0.isEmpty }
+            let noneObserved = observed.withLock { observed in
+                _ = observed.removeValue(forKey: directory)
+                return observed.isEmpty
+            }
+            if rules.isEmpty && noneObserved { armed.store(false, ordering: .releasing) }
         }
-        if empty { armed.store(false, ordering: .releasing) }
     }
 
     @inline(__always)

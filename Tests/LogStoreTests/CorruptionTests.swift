@@ -1086,8 +1086,7 @@ struct TailLog {
             case .acrossARoll:
                 while log.segments.count < 2 || log.segments[1].recordCount < 25 { try appendTail() }
                 // Installing segment 2 (fsync, rename) runs in the background; a crash after it.
-                let installed = source.child(Format.segmentFileName(id: 2))
-                for _ in 0..<1000 where !FileManager.default.fileExists(atPath: installed) { usleep(1000) }
+                log.installQueue.sync {}
             }
             built.append((try segmentImages(source.path), (try log.records().collect()), committed))
             try log.close()

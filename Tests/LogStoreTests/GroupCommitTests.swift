@@ -77,7 +77,8 @@ import Testing
             defer { FaultInjection.disarm(directory: directory.path) }
             let acknowledged = Mutex<[LSN: [UInt8]]>([:])
             let failures = Mutex<[LogError]>([])
-            Self.onThreads(4, 10) { writer, index in
+            // 60 records, at most 4 to a sync: at least 15 syncs, so the failing one always runs.
+            Self.onThreads(4, 15) { writer, index in
                 let bytes = payload(writer * 100 + index, seed: UInt64(failingSync), maxLength: 2_000)
                 do {
                     let lsn = try log.appendAndCommit(bytes)

@@ -387,7 +387,9 @@ import Testing
             while let record = try follower.next() { lsns.append(record.lsn) }
             return lsns
         }
-        try await Task.sleep(for: .milliseconds(50))
+        // Once record 1 was read: a stop before the task's first look would end it empty.
+        for _ in 0..<20_000 where follower.nextLSN < 2 { try await Task.sleep(for: .milliseconds(1)) }
+        try await Task.sleep(for: .milliseconds(50))  // most likely blocked in `next` by now
         follower.stop()
         #expect(try await blocked.value == [1])
         try log.close()
@@ -403,7 +405,7 @@ import Testing
             for try await record in follower.records { lsns.append(record.lsn) }
             return lsns
         }
-        try await Task.sleep(for: .milliseconds(50))
+        for _ in 0..<20_000 where follower.nextLSN < 2 { try await Task.sleep(for: .milliseconds(1)) }
         task.cancel()
         #expect(try await task.value == [1])
         try log.close()
