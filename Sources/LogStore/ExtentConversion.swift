@@ -28,13 +28,15 @@ extension Log {
     /// The next range of the active segment to convert, when the converted part reaches less
     /// than half of `convertAheadBytes` past the last record.
     func nextConversion(_ state: borrowing State) -> (segment: Segment, bytes: Range<Int>)? {
-        guard !state.isClosed, state.poison == nil, let active = state.segments.last else { return nil }
-        let tail = alignUp(active.end, to: Format.pageSize)
-        let start = max(active.convertedEnd, tail)
+        // Called after every sync: fields by index, since copying the OpenSegment retains and
+        // releases its references.
+        guard !state.isClosed, !state.isPoisoned, let index = state.segments.indices.last else { return nil }
+        let tail = alignUp(state.segments[index].end, to: Format.pageSize)
+        let start = max(state.segments[index].convertedEnd, tail)
         let ahead = min(options.convertAheadBytes, segmentSize)
         let limit = min(segmentSize, alignUp(tail + ahead, to: Format.pageSize))
         guard start < limit, start < tail + ahead / 2 else { return nil }
-        return (active.segment, start..<limit)
+        return (state.segments[index].segment, start..<limit)
     }
 
     /// The converter thread's loop: converts once per request of a sync (when `nextConversion`

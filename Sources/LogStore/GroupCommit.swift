@@ -271,7 +271,7 @@ extension Log {
         engine.installs.removeAll(keepingCapacity: true)
         var unreported = Log.AppendCounts()
         let started = state.withLock { state -> (LSN, UInt64)? in
-            if state.poison != nil || state.isClosed || state.durableLSN >= state.writtenLSN { return nil }
+            if state.isPoisoned || state.isClosed || state.durableLSN >= state.writtenLSN { return nil }
             if options.commitAlignment != .none { padToCommitAlignment(&state) }
             state.syncsStarted += 1
             for open in state.segments.reversed() {
@@ -281,10 +281,12 @@ extension Log {
             // Only the newest segments can hold unsynced bytes: stop at the first older
             // segment whose records are all synced.
             for index in state.segments.indices.reversed() {
-                let open = state.segments[index]
-                if open.end > open.syncedEnd {
-                    engine.ranges.append((open.segment, open.syncedEnd..<open.end))
-                } else if open.end > Format.segmentHeaderSize {
+                // Fields one by one: a copy of the whole OpenSegment retains and releases its
+                // references on every sync.
+                let (end, syncedEnd) = (state.segments[index].end, state.segments[index].syncedEnd)
+                if end > syncedEnd {
+                    engine.ranges.append((state.segments[index].segment, syncedEnd..<end))
+                } else if end > Format.segmentHeaderSize {
                     break
                 }
             }
@@ -294,7 +296,8 @@ extension Log {
         guard let (target, number) = started else { return nil }
         metrics?.reportAppends(unreported)
         // Syncs run one at a time and only they move it: what this one covers starts here.
-        let (previouslyDurable, syncStarted) = (durableWatermark.load(ordering: .relaxed), Log.monotonicNanoseconds())
+        let previouslyDurable = durableWatermark.load(ordering: .relaxed)
+        let syncStarted = metrics == nil ? 0 : Log.monotonicNanoseconds()
         engine.ranges.reverse()
         do throws(LogError) {
             try awaitInstalls(engine.installs)
@@ -303,7 +306,9 @@ extension Log {
             poison(error)
             return number
         }
-        metrics?.reportSync(records: target - previouslyDurable, nanoseconds: Log.monotonicNanoseconds() - syncStarted)
+        if let metrics {
+            metrics.reportSync(records: target - previouslyDurable, nanoseconds: Log.monotonicNanoseconds() - syncStarted)
+        }
         FaultInjection.crashPoint("after sync \(number), before its callers are woken", directory: directory)
         let convertMore = state.withLock { state in
             for pending in engine.installs {

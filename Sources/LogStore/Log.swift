@@ -200,6 +200,13 @@ public final class Log: Sendable {
         var durableLSN: LSN
         var poison: LogError?
         var isClosed = false
+        /// `poison != nil` without copying the error (which `!= nil` did, on every sync).
+        var isPoisoned: Bool {
+            switch poison {
+            case .none: false
+            case .some: true
+            }
+        }
         /// Whether the file for the next segment is being prepared (once the active segment is
         /// half full).
         var nextSegmentRequested = false

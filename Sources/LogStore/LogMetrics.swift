@@ -82,10 +82,13 @@ final class LogMetrics: Sendable {
 
     static func label(_ name: String, prefix: String) -> String { prefix.isEmpty ? name : prefix + "." + name }
 
-    convenience init(options: Log.Options) {
-        self.init(
-            factory: options.metricsFactory ?? MetricsSystem.factory, prefix: options.metricsLabelPrefix,
-            dimensions: options.metricsDimensions)
+    /// Nil when the factory is swift-metrics' no-op one (the default while nothing bootstrapped
+    /// the metrics system): its instruments would discard every value, and each sync would still
+    /// pay for the calls (about 1.5 µs of a durable commit's CPU time, BENCHMARKS.md).
+    convenience init?(options: Log.Options) {
+        let factory = options.metricsFactory ?? MetricsSystem.factory
+        if factory is NOOPMetricsHandler { return nil }
+        self.init(factory: factory, prefix: options.metricsLabelPrefix, dimensions: options.metricsDimensions)
     }
 
     func reportAppends(_ counts: Log.AppendCounts) {
@@ -95,9 +98,10 @@ final class LogMetrics: Sendable {
     }
 
     func reportSync(records: UInt64, nanoseconds: UInt64) {
-        commits.increment()
-        commitRecords.record(records)
-        syncDuration.recordNanoseconds(nanoseconds)
+        // Int64 arguments: the generic BinaryInteger overloads were left unspecialized here.
+        commits.increment(by: Int64(1))
+        commitRecords.record(Int64(clamping: records))
+        syncDuration.recordNanoseconds(Int64(clamping: nanoseconds))
     }
 
     func reportRecovery(_ report: RecoveryReport, nanoseconds: UInt64) {

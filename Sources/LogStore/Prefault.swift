@@ -31,7 +31,7 @@ extension Log {
     func claimPrefault(_ state: inout State) -> (segment: Segment, pages: Range<Int>)? {
         guard state.prefaultRequested else { return nil }
         state.prefaultRequested = false
-        guard !state.isClosed, state.poison == nil, let index = state.segments.indices.last else { return nil }
+        guard !state.isClosed, !state.isPoisoned, let index = state.segments.indices.last else { return nil }
         let active = state.segments[index]
         let tail = alignUp(active.end, to: Format.pageSize)
         let start = max(active.prefaultedEnd, tail)

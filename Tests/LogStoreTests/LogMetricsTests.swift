@@ -1,3 +1,4 @@
+import CoreMetrics
 import Foundation
 @testable import LogStore
 import MetricsTestKit
@@ -169,5 +170,22 @@ import Testing
         #expect(first.counters(label: "appends").isEmpty && second.counters(label: "wal.appends").isEmpty)
         try a.close()
         try b.close()
+    }
+
+    @Test func withoutABackendNoInstrumentsAreMadeAndSyncsSkipThem() throws {
+        let directory = TemporaryDirectory("metrics-noop")
+        var options = options()
+        // Nothing bootstraps MetricsSystem in the tests: its factory is the no-op one.
+        for factory in [nil, NOOPMetricsHandler.instance] as [(any MetricsFactory)?] {
+            options.metricsFactory = factory
+            let log = try Log.open(directory.path, options: options)
+            try log.appendAndCommit([1, 2, 3])
+            #expect(log.metrics == nil)
+            try log.close()
+        }
+        options.metricsFactory = TestMetrics()
+        let measured = try Log.open(directory.path, options: options)
+        #expect(measured.metrics != nil)
+        try measured.close()
     }
 }
