@@ -52,16 +52,10 @@ extension Log {
             let directory = log.directory
             // A megabyte written back can take longer than a reopen waits for a dropped
             // writer's lock (DirectoryLock.acquire).
-            return .withoutLog {
+            return .withoutLog({ () throws(Errno) in
                 FaultInjection.conversionStarting(directory: directory, bytes: bytes)
-                let failure: Errno?
-                do throws(Errno) {
-                    try convertExtents(of: segment, bytes: bytes)
-                    failure = nil
-                } catch {
-                    failure = error
-                }
-                guard let log = weakLog.log else { return .finished }
+                try convertExtents(of: segment, bytes: bytes)
+            }, then: { log, failure in
                 if let failure {
                     log.reportStoppedAhead(
                         "stopped converting extents ahead of the appends", segment: segment, offset: bytes.lowerBound,
@@ -75,7 +69,7 @@ extension Log {
                     }
                 }
                 return .worked
-            }
+            })
         }
     }
 

@@ -4,6 +4,7 @@ import Glibc
 import Musl
 #endif
 import Synchronization
+import SystemPackage
 
 /// A log's background thread that sleeps on an event count between rounds of work: the syncer,
 /// which runs group-commit syncs back to back while callers wait, and the waker, which wakes
@@ -49,10 +50,11 @@ final class LoopThread: Sendable {
         case idle
         /// Stop for good.
         case finished
-        /// Run this (its outcome is the round's) with the log released: slow I/O that needs
-        /// only what it captured, so that a drop of the log meanwhile runs its deinit, and the
-        /// lock release, on the dropping thread and not later on this one.
-        case withoutLog(() -> Round)
+        /// Run `io` with the log released: slow I/O that needs only what it captured, so that a
+        /// drop of the log meanwhile runs its deinit, and the lock release, on the dropping
+        /// thread and not later on this one. Then `then`, with the log loaded again and `io`'s
+        /// error, gives the round's outcome; the thread finishes if the log is gone by then.
+        case withoutLog(_ io: () throws(Errno) -> Void, then: (Log, Errno?) -> Round)
     }
 
     /// The loop of every log thread (syncer, waker, converter, prefaulter): runs `round` on the
@@ -68,7 +70,17 @@ final class LoopThread: Sendable {
             guard let log = weakLog.log else { return }
             var outcome = round(log)
             _ = consume log
-            while case .withoutLog(let work) = outcome { outcome = work() }
+            while case .withoutLog(let io, let then) = outcome {
+                let failure: Errno?
+                do throws(Errno) {
+                    try io()
+                    failure = nil
+                } catch {
+                    failure = error
+                }
+                guard let log = weakLog.log else { return }
+                outcome = then(log, failure)
+            }
             switch outcome {
             case .worked: continue
             case .finished: return

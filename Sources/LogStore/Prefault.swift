@@ -48,16 +48,10 @@ extension Log {
             guard let (segment, pages) = log.state.withLock({ log.claimPrefault(&$0) }) else { return .idle }
             let directory = log.directory
             // Zero-filling 16 MiB is slow enough to outlast a reopen's wait for the lock.
-            return .withoutLog {
+            return .withoutLog({ () throws(Errno) in
                 FaultInjection.prefaultStarting(directory: directory, pages: pages)
-                let failure: Errno?
-                do throws(Errno) {
-                    try segment.mapping.populateWritable(pages: pages)
-                    failure = nil
-                } catch {
-                    failure = error
-                }
-                guard let log = weakLog.log else { return .finished }
+                try segment.mapping.populateWritable(pages: pages)
+            }, then: { log, failure in
                 if let failure {
                     log.reportStoppedAhead(
                         "stopped mapping pages ahead of the appends", segment: segment, offset: pages.lowerBound,
@@ -68,7 +62,7 @@ extension Log {
                 }
                 log.metrics?.prefaultedBytes.increment(by: pages.count)
                 return .worked
-            }
+            })
         }
     }
 }
