@@ -75,9 +75,12 @@ extension Log {
         if durable >= lsn { return durable }
         if refusing.load(ordering: .acquiring) { throw refusal() }
         let id = nextAsyncWaiterID.add(1, ordering: .relaxed).newValue
+        FaultInjection.crashPoint("before an async waiter for LSN \(lsn) registers", directory: directory)
         let result = await withCheckedContinuation { continuation in
-            let waiter = AsyncWaiter(id: id, lsn: lsn, cutsSeen: cutsSeen, continuation: continuation)
-            if !registerAsyncWaiter(waiter) { postRequest(lsn) }
+            registerAsyncWaiter(AsyncWaiter(id: id, lsn: lsn, cutsSeen: cutsSeen, continuation: continuation))
+            // Even when the registration resumed waiters: a cut since `cutsSeen` that kept this
+            // record puts it back in the list, still needing a sync.
+            postRequest(lsn)
         }
         return try result.get()
     }
@@ -90,7 +93,7 @@ extension Log {
         let result = await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
                 // The caller's count: a cut since it looked resumes the waiter at once.
-                _ = registerAsyncWaiter(AsyncWaiter(id: id, lsn: lsn, cutsSeen: cuts, continuation: continuation))
+                registerAsyncWaiter(AsyncWaiter(id: id, lsn: lsn, cutsSeen: cuts, continuation: continuation))
                 // A cancellation before the registration found nothing to remove.
                 if Task.isCancelled { cancelAsyncWaiter(id) }
             }
@@ -100,9 +103,9 @@ extension Log {
         return Task.isCancelled ? nil : result
     }
 
-    /// Adds `waiter` and returns whether it was resumed at once (its LSN durable, or the log
-    /// refusing writes).
-    private func registerAsyncWaiter(_ waiter: AsyncWaiter) -> Bool {
+    /// Adds `waiter`, resuming it at once if its LSN became durable, the log started refusing
+    /// writes or a cut happened since its caller looked.
+    private func registerAsyncWaiter(_ waiter: AsyncWaiter) {
         asyncWaiters.withLock { $0.append(waiter) }
         asyncWaiterCount.add(1, ordering: .sequentiallyConsistent)
         // A sync that finished between the caller's check and the registration did not see
@@ -110,9 +113,8 @@ extension Log {
         guard durableWatermark.load(ordering: .sequentiallyConsistent) >= waiter.lsn
             || refusing.load(ordering: .sequentiallyConsistent)
             || suffixCutCount.load(ordering: .sequentiallyConsistent) != waiter.cutsSeen
-        else { return false }
+        else { return }
         resumeAsyncWaiters()
-        return true
     }
 
     /// Resumes the waiter `id`, if it still waits, with the durable LSN of now.
@@ -189,13 +191,24 @@ extension Log {
     }
 
     /// Nothing was left to sync while a request was pending: the request was for records a
-    /// `removeAfter` removed (above `writtenLSN`). It is lowered to the watermark, unless a new
-    /// request came in meanwhile, so that the syncer does not spin on it.
+    /// `removeAfter` removed (above `writtenLSN`). It is lowered so that the syncer does not spin
+    /// on it.
     func dropUnwrittenRequest() {
-        let requested = requestedLSN.load(ordering: .sequentiallyConsistent)
-        let durable = durableWatermark.load(ordering: .sequentiallyConsistent)
-        if requested > durable {
-            _ = requestedLSN.compareExchange(expected: requested, desired: durable, ordering: .sequentiallyConsistent)
+        state.withLock { state in forgetRequests(above: state.writtenLSN) }
+    }
+
+    /// Lowers the pending request to `written`, the `writtenLSN` of now, read under the state
+    /// lock, which must be held: a caller posts only after its append, so every request above
+    /// `written` is for removed records, and no new one can come in before the lock is released.
+    /// (Lowered to the durable LSN instead, or after the lock is released, it could erase the
+    /// request of a caller that appended meanwhile and now sleeps without a sync coming.)
+    func forgetRequests(above written: LSN) {
+        var current = requestedLSN.load(ordering: .sequentiallyConsistent)
+        while current > written {
+            let (exchanged, original) = requestedLSN.compareExchange(
+                expected: current, desired: written, ordering: .sequentiallyConsistent)
+            if exchanged { break }
+            current = original
         }
     }
 
@@ -348,6 +361,15 @@ extension Log {
         }
         refusing.store(true, ordering: .sequentiallyConsistent)
         if isFirst { reportPoisoned(by: failure) }
+        wakeEveryWaiter()
+    }
+
+    /// Makes every blocked and async waiter look again: after the log started refusing writes
+    /// (a waiter woken by no sync would sleep on until `close`) or a cut removed records.
+    /// Call without the state lock held.
+    func wakeEveryWaiter() {
+        syncCompleted.forEach { $0.notifyAll() }
+        resumeAsyncWaiters()
     }
 
     /// Waits until the rolled-into segments are installed. A failed install fails the sync.

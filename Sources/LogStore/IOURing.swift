@@ -37,10 +37,19 @@ struct IOURing: ~Copyable {
                     ring, descriptor, UInt64(bytes.lowerBound), length, UInt64(index))
                 if result < 0 { outcomes[index] = Errno(rawValue: -result) } else { queued += 1 }
             }
-            let submitted = logstore_uring_submit(ring)
-            if submitted < 0 {
-                for index in batch where outcomes[index] == nil { outcomes[index] = Errno(rawValue: -submitted) }
-                return
+            // The kernel may take fewer than were queued (a request allocation failing): the rest
+            // stay in the submission queue, and waiting for their completions would never end.
+            var submitted = 0
+            while submitted < queued {
+                let taken = logstore_uring_submit(ring)
+                if taken <= 0 {
+                    // Nothing taken but something left: treated as EIO. The log is poisoned by
+                    // this failure, so completions left in the ring are never read.
+                    let error = taken < 0 ? Errno(rawValue: -taken) : .ioError
+                    for index in batch where outcomes[index] == nil { outcomes[index] = error }
+                    return
+                }
+                submitted += Int(taken)
             }
             for _ in 0..<queued {
                 var userData: UInt64 = 0

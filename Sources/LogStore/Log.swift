@@ -1194,8 +1194,9 @@ public final class Log: Sendable {
         guard options.sync != .none else { return }
         try syncEngine.withLock { (engine) throws(LogError) in
             let marker = try state.withLock { (state) throws(LogError) -> (Segment, Range<Int>)? in
-                // Another thread may have closed the log meanwhile.
-                guard !state.isClosed, let last = state.segments.last else { return nil }
+                // Another thread may have closed the log meanwhile, or a failed `removeAfter`,
+                // which held `syncEngine`, poisoned it since the check above.
+                guard !state.isClosed, state.poison == nil, let last = state.segments.last else { return nil }
                 guard state.durableLSN == state.writtenLSN,
                     last.end + Format.recordHeaderSize <= segmentSize
                 else { return nil }

@@ -135,6 +135,9 @@ extension Log {
         indexDeferredSegment(holding: lsn + 1)
         try truncationLock.withLock { (_) throws(LogError) in
             installQueue.sync {}
+            // Also after a failure: one after the intent became durable poisons the log, and its
+            // waiters must see that.
+            defer { wakeEveryWaiter() }
             // No sync runs meanwhile (a sync in flight would move `durableLSN` past the cut).
             try syncEngine.withLock { (_) throws(LogError) in
                 try state.withLock { (state) throws(LogError) in
@@ -164,6 +167,7 @@ extension Log {
                     state.segments[index].forgetRecords(from: lsn + 1, cutAt: intent.offset, endingAt: plan.recordsEnd ?? intent.offset)
                     if !plan.removedSegments.isEmpty { state.nextSegmentRequested = false }
                     state.writtenLSN = lsn
+                    forgetRequests(above: lsn)
                     state.durableLSN = min(state.durableLSN, lsn)
                     state.writtenCoveredBy = state.syncsStarted + 1
                     durableWatermark.store(state.durableLSN, ordering: .sequentiallyConsistent)
@@ -180,9 +184,6 @@ extension Log {
                     }
                 }
             }
-            forgetRequestsAbove(lsn)
-            syncCompleted.forEach { $0.notifyAll() }
-            resumeAsyncWaiters()
         }
     }
 
@@ -269,16 +270,6 @@ extension Log {
 
     /// Lowers the syncer's request to `lsn`: a waiter for a removed record may have asked for
     /// an LSN that is not written (any more).
-    private func forgetRequestsAbove(_ lsn: LSN) {
-        var current = requestedLSN.load(ordering: .relaxed)
-        while current > lsn {
-            let (exchanged, original) = requestedLSN.compareExchange(
-                expected: current, desired: lsn, ordering: .sequentiallyConsistent)
-            if exchanged { break }
-            current = original
-        }
-    }
-
     // MARK: - Waiters and readers of removed records
 
     /// The error for a caller waiting on `lsn` (or a reader that copied it) if a suffix

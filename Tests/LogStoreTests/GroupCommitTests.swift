@@ -156,6 +156,51 @@ import Testing
         try log.close()
     }
 
+    @Test func droppingAStaleRequestKeepsTheRequestOfARecordWrittenSince() throws {
+        let directory = TemporaryDirectory("group-commit")
+        let log = try Log.open(directory.path, options: options())
+        _ = try log.appendAndCommit(Array("durable".utf8))
+        // The syncer found nothing to sync; then a caller appended and asked for its record (as
+        // `postRequest` does) before the syncer dropped what it took for a stale request.
+        let lsn = try log.append(Array("pending".utf8))
+        log.requestedLSN.store(lsn, ordering: .sequentiallyConsistent)
+        log.dropUnwrittenRequest()
+        #expect(log.requestedLSN.load(ordering: .sequentiallyConsistent) == lsn, "a request for a written record was dropped")
+        // A request for records that are not written (a cut removed them) is lowered to what is.
+        log.requestedLSN.store(lsn + 5, ordering: .sequentiallyConsistent)
+        log.dropUnwrittenRequest()
+        #expect(log.requestedLSN.load(ordering: .sequentiallyConsistent) == lsn)
+        _ = try log.commit()
+        try log.close()
+    }
+
+    @Test func closeWritesNoMarkerIntoALogPoisonedWhileItWaitedToSync() throws {
+        let directory = TemporaryDirectory("group-commit")
+        let log = try Log.open(directory.path, options: options())
+        _ = try log.appendAndCommit(Array("durable".utf8))
+        FaultInjection.observeSyncs(directory: directory.path)
+        defer { FaultInjection.disarm(directory: directory.path) }
+        final class Closing: Sendable {
+            let outcome = Mutex<Result<Void, LogError>?>(nil)
+            let done = DispatchSemaphore(value: 0)
+        }
+        let closing = Closing()
+        // Holding `syncEngine` as a `removeAfter` carrying out its intent does: `close` commits
+        // (nothing is left to sync) and then waits here for it; the truncation then fails.
+        log.syncEngine.withLock { _ in
+            Thread.detachNewThread {
+                let result = Result { () throws(LogError) in try log.close() }
+                closing.outcome.withLock { $0 = result }
+                closing.done.signal()
+            }
+            usleep(200_000)
+            log.poison(LogError(.ioError, "injected: the truncation failed", path: directory.path))
+        }
+        #expect(closing.done.wait(timeout: .now() + 10) == .success)
+        #expect(FaultInjection.recordedSyncs(directory: directory.path).isEmpty,
+                "close appended and synced a close marker after the log was poisoned")
+    }
+
     @Test func uringModeFailsClearlyWhereIoUringIsUnavailable() throws {
         let directory = TemporaryDirectory("uring-unavailable")
         let path = directory.child("log")

@@ -241,6 +241,88 @@ import Testing
         try log.close()
     }
 
+    @Test func aRemoveAfterThatFailsWakesTheCommitsWaitingBehindIt() throws {
+        let directory = TemporaryDirectory()
+        let log = try Log.open(directory.path, options: options())
+        for index in 0..<10 { _ = try log.append(Array("durable \(index)".utf8)) }
+        _ = try log.commit()
+        for index in 0..<10 { _ = try log.append(Array("pending \(index)".utf8)) }
+        let waited = log.durableLSN + 5
+        let (sync, cutsSeen) = log.state.withLock { ($0.writtenCoveredBy, $0.suffixCuts.count) }
+        let segment = directory.child(try #require(Self.segmentNames(directory.path).last))
+        final class Waiter: Sendable {
+            let outcome = Mutex<Result<LSN, LogError>?>(nil)
+            let done = DispatchSemaphore(value: 0)
+        }
+        let waiter = Waiter()
+        FaultInjection.observe(under: directory.path) { event in
+            guard case .crashPoint("truncation: intent durable", _) = event else { return }
+            // `removeAfter` holds `syncEngine` here: the waiter cannot lead a sync, so it posts a
+            // request and sleeps.
+            Thread.detachNewThread {
+                let result = Result { () throws(LogError) in try log.waitUntilDurable(waited, coveredBy: sync, cutsSeen: cutsSeen) }
+                waiter.outcome.withLock { $0 = result }
+                waiter.done.signal()
+            }
+            let deadline = Date().addingTimeInterval(10)
+            while log.requestedLSN.load(ordering: .sequentiallyConsistent) < waited, Date() < deadline { usleep(1000) }
+            // Carrying out the cut then fails, which poisons the log.
+            rename(segment, segment + ".away")
+        }
+        let failure = expectLogError(.notFound) { try log.removeAfter(waited + 2) }
+        FaultInjection.stopObserving(under: directory.path)
+        #expect(log.requestedLSN.load(ordering: .sequentiallyConsistent) >= waited, "the waiter never posted")
+        // Its record was kept and is not durable: it must get the poisoning error, not sleep
+        // until `close`.
+        let woken = waiter.done.wait(timeout: .now() + 10) == .success
+        #expect(woken, "the waiter was not woken")
+        if case .failure(let error) = waiter.outcome.withLock({ $0 }) {
+            #expect(error.code == failure?.code)
+        } else {
+            Issue.record("the waiter got \(String(describing: waiter.outcome.withLock { $0 }))")
+        }
+        rename(segment + ".away", segment)
+        try? log.close()
+        if !woken { _ = waiter.done.wait(timeout: .now() + 10) }
+    }
+
+    @Test func anAsyncAppendWhoseRecordACutKeptStillGetsItsSync() async throws {
+        let directory = TemporaryDirectory()
+        let log = try Log.open(directory.path, options: options())
+        // Not async: the blocking overloads, which do not wait.
+        @Sendable func appendWithoutWaiting(_ text: String) throws -> LSN { try log.append(Array(text.utf8)) }
+        for index in 0..<10 { _ = try appendWithoutWaiting("durable \(index)") }
+        _ = try await log.commit()
+        let cut = Mutex(false)
+        FaultInjection.observe(under: directory.path) { event in
+            guard case .crashPoint(let name, _) = event, name.hasPrefix("before an async waiter"),
+                !cut.withLock({ (done: inout Bool) -> Bool in
+                    defer { done = true }
+                    return done
+                })
+            else { return }
+            // Between the append and the registration of its waiter: records after it, and a
+            // cut that removes some of them but keeps the awaited one.
+            for index in 0..<5 { _ = try? appendWithoutWaiting("later \(index)") }
+            try? log.removeAfter(log.writtenLSN - 2)
+        }
+        let outcome = Mutex<Result<LSN, LogError>?>(nil)
+        let appended = Task {
+            let result: Result<LSN, LogError>
+            do throws(LogError) { result = .success(try await log.append(Array("awaited".utf8))) } catch { result = .failure(error) }
+            outcome.withLock { $0 = result }
+        }
+        let deadline = ContinuousClock.now + .seconds(10)
+        while outcome.withLock({ $0 }) == nil, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+        FaultInjection.stopObserving(under: directory.path)
+        #expect(cut.withLock { $0 }, "the cut did not run before the registration")
+        #expect(try outcome.withLock({ $0 })?.get() == 11, "the waiter of a record the cut kept was never resumed")
+        #expect(log.durableLSN >= 11)
+        // A waiter still asleep gets `closed` here, so the task ends either way.
+        try log.close()
+        await appended.value
+    }
+
     // MARK: - Leftover intents
 
     @Test func aWriterCompletesALeftoverSuffixIntentBeforeRecovery() throws {
