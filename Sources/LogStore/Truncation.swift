@@ -223,6 +223,16 @@ extension Log {
         var index = state.segments.count - 1
         while state.segments[index].segment.header.baseLSN > lsn + 1 { index -= 1 }
         let cut = state.segments[index]
+        // Appends go into the cut segment afterwards, up to `segmentSize`: a sealed file that
+        // was shortened from outside (read up to its end, FORMAT.md §10) cannot take them.
+        guard cut.segment.readableLength >= cut.segment.size else {
+            throw LogError(
+                .corruption,
+                "cannot remove the records after LSN \(lsn): segment \(cut.segment.name) is shorter than the "
+                    + "segment size (\(cut.segment.readableLength) of \(cut.segment.size) bytes), so it was "
+                    + "damaged from outside and cannot take appends; nothing was removed",
+                path: cut.segment.path, offset: UInt64(cut.segment.readableLength), lsn: lsn)
+        }
         let offset = try cut.offset(ofRecord: lsn + 1)
         plan.removedSegments = state.segments[(index + 1)...].map(\.segment.name)
         plan.cutSegment = cut.segment.name

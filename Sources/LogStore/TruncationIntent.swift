@@ -90,9 +90,10 @@ struct TruncationIntent: Equatable, Sendable {
         case let other: throw damaged("unknown kind \(other)")
         }
         let offset = load(48, UInt64.self)
+        // Bounded before it is converted and added to: a u64 past Int.max would trap.
+        guard offset <= UInt64(Format.maxSegmentSize) else { throw damaged("fields out of range") }
         let imageEnd = alignDown(Int(offset), to: Format.pageSize) + imageLength
-        guard offset <= UInt64(Format.maxSegmentSize), imageEnd <= Format.maxSegmentSize,
-            imageLength <= Format.maxTruncationImage,
+        guard imageEnd <= Format.maxSegmentSize, imageLength <= Format.maxTruncationImage,
             kind == .suffix ? offset >= UInt64(Format.segmentHeaderSize) && imageEnd >= Int(offset)
                 : offset == 0 && imageLength == 0
         else { throw damaged("fields out of range") }

@@ -241,6 +241,30 @@ import Testing
         try log.close()
     }
 
+    @Test func removeAfterRefusesToCutIntoASealedSegmentShortenedFromOutside() throws {
+        let directory = TemporaryDirectory()
+        var log = try Log.open(directory.path, options: options())
+        let appended = try Self.fill(log, segments: 3)
+        let first = log.segments[0]
+        try log.close()
+        // Shortened to the page after its last record: its successor still chains, so the open
+        // reads it up to its end and is clean.
+        let shortLength = alignUp(first.bytesUsed, to: Format.pageSize)
+        #expect(truncate(directory.child(first.name), off_t(shortLength)) == 0)
+        log = try Log.open(directory.path, options: options())
+        let written = log.writtenLSN
+        // The cut would make it the segment appends go into, up to `segmentSize`: past the end
+        // of its mapping.
+        let refused = expectLogError(.corruption) { try log.removeAfter(first.baseLSN + 1) }
+        #expect(refused?.path == directory.child(first.name))
+        #expect(refused?.offset == UInt64(shortLength))
+        #expect(log.writtenLSN == written)
+        let next = try log.appendAndCommit(Array("after the refusal".utf8))
+        #expect(next == written + 1)
+        try log.close()
+        #expect(try readAll(directory.path).map(\.payload) == appended + [Array("after the refusal".utf8)])
+    }
+
     @Test func aRemoveAfterThatFailsWakesTheCommitsWaitingBehindIt() throws {
         let directory = TemporaryDirectory()
         let log = try Log.open(directory.path, options: options())
@@ -381,12 +405,17 @@ import Testing
         try writer.close()
     }
 
+    /// A closed log of two segments, for an intent file written beside it; returns its id.
+    static func closedLogOfTwoSegments(_ directory: TemporaryDirectory) throws -> LogID {
+        let log = try Log.open(directory.path, options: options())
+        _ = try fill(log, segments: 2)
+        try log.close()
+        return log.logID
+    }
+
     @Test func aDamagedIntentRefusesTheOpenAsCorruption() throws {
         let directory = TemporaryDirectory()
-        let log = try Log.open(directory.path, options: options())
-        _ = try Self.fill(log, segments: 2)
-        let logID = log.logID
-        try log.close()
+        let logID = try Self.closedLogOfTwoSegments(directory)
         var bytes = TruncationIntent(kind: .front, logID: logID, segmentID: 2, lsn: 1, offset: 0).encoded()
         bytes[41] ^= 1
         try Data(bytes).write(to: URL(fileURLWithPath: directory.child(Format.truncationIntentFileName)))
@@ -396,6 +425,22 @@ import Testing
         let after = try snapshot(directory.path)
         #expect(after.filter { $0.key != Format.lockFileName } == before.filter { $0.key != Format.lockFileName },
                 "\(before.keys.sorted()) \(after.keys.sorted())")
+    }
+
+    @Test(arguments: [UInt64.max, UInt64(Int.max), UInt64(Format.maxSegmentSize) + 1])
+    func anIntentWithAnOffsetPastTheLargestSegmentIsCorruptionNotATrap(offset: UInt64) throws {
+        let directory = TemporaryDirectory()
+        let logID = try Self.closedLogOfTwoSegments(directory)
+        // A file with a valid CRC (written by something else, or a 2^-32 chance of damage).
+        var bytes = TruncationIntent(kind: .suffix, logID: logID, segmentID: 2, lsn: 1, offset: 4096).encoded()
+        withUnsafeBytes(of: offset.littleEndian) { bytes.replaceSubrange(48..<56, with: $0) }
+        let crc = CRC32C.checksum(bytes[Format.truncationIntentHeaderSize...],
+                                  continuing: CRC32C.checksum(bytes[0..<Format.truncationIntentCRCOffset]))
+        withUnsafeBytes(of: crc.littleEndian) { bytes.replaceSubrange(60..<64, with: $0) }
+        try Data(bytes).write(to: URL(fileURLWithPath: directory.child(Format.truncationIntentFileName)))
+        let refused = expectLogError(.corruption) { _ = try Log.open(directory.path, options: options()) }
+        #expect(refused?.message.contains("fields out of range") == true, "\(String(describing: refused))")
+        expectLogError(.corruption) { _ = try Log.openReadOnly(directory.path) }
     }
 
     @Test func anIntentOfAnotherLogIsRefused() throws {
