@@ -1174,8 +1174,7 @@ public final class Log: Sendable {
             converter?.stop()
             prefaulter?.stop()
             retentionWorker?.stop()
-            syncCompleted.forEach { $0.notifyAll() }
-            resumeAsyncWaiters()
+            wakeEveryWaiter()
             preparer?.discard()
             watermarkFile.withLock { $0 = nil }
             // No installation may rename a file into the directory once another writer can own it.

@@ -278,8 +278,6 @@ extension Log {
         }
     }
 
-    /// Lowers the syncer's request to `lsn`: a waiter for a removed record may have asked for
-    /// an LSN that is not written (any more).
     // MARK: - Waiters and readers of removed records
 
     /// The error for a caller waiting on `lsn` (or a reader that copied it) if a suffix
