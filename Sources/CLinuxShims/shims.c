@@ -1,4 +1,4 @@
-// sync_file_range, SEEK_DATA and SEEK_HOLE are GNU extensions Swift's Glibc module does not export;
+// sync_file_range, SEEK_DATA, SEEK_HOLE and O_DIRECT are GNU extensions Swift's Glibc module does not export;
 // futex(2) has no libc wrapper at all, and Swift cannot call the variadic syscall(2) or ioctl(2).
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -28,6 +28,8 @@ int logstore_start_writeback(int fd, int64_t offset, int64_t length) {
 }
 
 int64_t logstore_seek_data(int fd, int64_t offset) { return lseek(fd, offset, SEEK_DATA); }
+
+int logstore_open_direct_read(const char *path) { return open(path, O_RDONLY | O_DIRECT | O_CLOEXEC); }
 
 int64_t logstore_seek_hole(int fd, int64_t offset) { return lseek(fd, offset, SEEK_HOLE); }
 

@@ -92,6 +92,26 @@ package enum FaultInjection {
         prefaultHooks.withLock { $0[directory] }?(pages)
     }
 
+    // MARK: What the disk holds (the power-loss simulator)
+
+    private static let diskReaders = Mutex<[(prefix: String, read: @Sendable (String, Range<Int>) -> [UInt8])]>([])
+
+    /// Makes `read` answer, for files under `prefix`, what the disk holds of a byte range, in
+    /// place of a direct read (the simulator's durable image, where a failed sync may have left
+    /// pages that are not what the cache shows); nil removes it.
+    package static func readDisk(under prefix: String, _ read: (@Sendable (_ path: String, _ bytes: Range<Int>) -> [UInt8])?) {
+        diskReaders.withLock { readers in
+            readers.removeAll { $0.prefix == prefix }
+            if let read { readers.append((prefix, read)) }
+        }
+    }
+
+    /// What the simulator says the disk holds of `bytes` of the file at `path` (nil when no
+    /// simulator models it).
+    static func simulatedDiskContents(path: String, bytes: Range<Int>) -> [UInt8]? {
+        diskReaders.withLock { readers in readers.first { path.hasPrefix($0.prefix) }?.read }?(path, bytes)
+    }
+
     // MARK: Observing syncs and crash points (the power-loss simulator)
 
     /// What the power-loss simulator needs to know to keep a durable image of every file: each

@@ -717,7 +717,8 @@ public final class Log: Sendable {
     /// process crash), or in pages whose write-back failed and that the kernel then marked clean
     /// (after an EIO, fdatasync does not write them again). Writing their bytes again re-dirties
     /// those pages, so the fdatasync that follows really puts them on disk before anything is
-    /// acknowledged on top of them.
+    /// acknowledged on top of them. Only pages the disk does not hold as cached are written: the
+    /// others may hold an acknowledged commit, whose pages are never written twice (`DiskContents`).
     private static func makeUnprovenRecordsDurable(_ scan: LogScanner.Result, segments: [Segment], directory: String)
         throws
     {
@@ -734,12 +735,19 @@ public final class Log: Sendable {
             } else {
                 continue
             }
-            // Copied out first: pwrite from a mapping of the very pages being written is legal
-            // but needlessly subtle.
-            let bytes = Array(UnsafeRawBufferPointer(rebasing: segment.bytes[start..<scanned.end]))
-            FaultInjection.noteSync(directory: directory, segment: segment.name, bytes: start..<scanned.end)
-            try segment.descriptor.write(bytes, at: start)
-            FaultInjection.crashPoint("recovery: records of \(segment.name) rewritten, not synced", directory: directory)
+            let unproven = start..<scanned.end
+            // Without direct I/O (tmpfs) every page is written again, as before the check.
+            let missing = try DiskContents.rangesNotOnDisk(of: segment, in: unproven) ?? [unproven]
+            for range in missing {
+                // Copied out first: pwrite from a mapping of the very pages being written is legal
+                // but needlessly subtle.
+                let bytes = Array(UnsafeRawBufferPointer(rebasing: segment.bytes[range]))
+                FaultInjection.noteSync(directory: directory, segment: segment.name, bytes: range)
+                try segment.descriptor.write(bytes, at: range.lowerBound)
+            }
+            if !missing.isEmpty {
+                FaultInjection.crashPoint("recovery: records of \(segment.name) rewritten, not synced", directory: directory)
+            }
             try segment.descriptor.dataSync()
         }
     }

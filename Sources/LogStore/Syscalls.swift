@@ -31,6 +31,13 @@ struct OwnedDescriptor: ~Copyable {
         raw = FileDescriptor(rawValue: fd)
     }
 
+    /// `open(2)` with `O_RDONLY | O_DIRECT`: reads bypass the page cache and show what the disk
+    /// holds. Throws `EINVAL` where the filesystem has no direct I/O (tmpfs).
+    init(directReadsOf path: String) throws(Errno) {
+        let fd = try retryingInterrupts { logstore_open_direct_read(path) }
+        raw = FileDescriptor(rawValue: fd)
+    }
+
     deinit { _ = Glibc.close(raw.rawValue) }
 
     /// `fdatasync(2)`.
@@ -94,6 +101,11 @@ struct OwnedDescriptor: ~Copyable {
             done += n
         }
         return done
+    }
+
+    /// One `pread(2)` (direct I/O reads whole blocks, so a short read is the end of the file).
+    func readOnce(into buffer: UnsafeMutableRawBufferPointer, at offset: Int) throws(Errno) -> Int {
+        try retryingInterrupts { Glibc.pread(raw.rawValue, buffer.baseAddress!, buffer.count, off_t(offset)) }
     }
 
     /// `pwrite(2)` of all of `buffer`.

@@ -11,7 +11,11 @@ import Synchronization
 /// crash, the dirty pages are found by diffing the two (not from LogStore's bookkeeping, so a
 /// stray write anywhere is caught), and each is kept, dropped or torn at 512-byte sectors; in
 /// garbage mode a sector being written may instead hold random bytes. Names created, renamed
-/// or unlinked since the last directory fsync may or may not survive.
+/// or unlinked since the last directory fsync may or may not survive. A page written with
+/// `pwrite` is being written until a sync of it completes, even where its bytes did not change:
+/// in garbage mode `anySectorOfAWrittenPage` a crash may garble it too. It also stands in for
+/// the disk when recovery asks what the disk holds (`FaultInjection.readDisk`): its durable
+/// images.
 package final class PowerLossSimulator: @unchecked Sendable {
     /// Which sectors a torn write may fill with garbage.
     package enum Garbage: String, Sendable, CaseIterable {
@@ -54,6 +58,8 @@ package final class PowerLossSimulator: @unchecked Sendable {
     /// as durable as they were until written again.
     private var stalePages: [UInt64: [Int: [UInt8]]] = [:]
     private var rewrittenPages: [UInt64: Set<Int>] = [:]
+    /// Pages written with `pwrite` since a sync of them last completed.
+    private var pagesBeingWritten: [UInt64: Set<Int>] = [:]
     package var syncFailure: SyncFailure = .stayDirty
 
     /// Starts modelling `directory`, whose current contents count as durable (a fresh log
@@ -66,9 +72,25 @@ package final class PowerLossSimulator: @unchecked Sendable {
             durableImages[inode] = Self.read(directory + "/" + name) ?? []
         }
         FaultInjection.observe(under: directory) { [weak self] event in self?.handle(event) }
+        FaultInjection.readDisk(under: directory) { [weak self] path, bytes in self?.durableBytes(path, bytes) ?? [] }
     }
 
-    package func stop() { FaultInjection.stopObserving(under: directory) }
+    package func stop() {
+        FaultInjection.stopObserving(under: directory)
+        FaultInjection.readDisk(under: directory, nil)
+    }
+
+    /// What the disk holds of `bytes` of the file at `path`: its durable image, zeros past it.
+    private func durableBytes(_ path: String, _ bytes: Range<Int>) -> [UInt8] {
+        var result = [UInt8](repeating: 0, count: bytes.count)
+        guard let inode = Self.inode(path) else { return result }
+        lock.withLock {
+            let image = durableImages[inode] ?? []
+            let end = min(bytes.upperBound, image.count)
+            if bytes.lowerBound < end { result[0..<(end - bytes.lowerBound)] = image[bytes.lowerBound..<end] }
+        }
+        return result
+    }
 
     private func handle(_ event: FaultInjection.Event) {
         switch event {
@@ -77,6 +99,7 @@ package final class PowerLossSimulator: @unchecked Sendable {
             lock.withLock {
                 keepStalePages(inode, in: &bytes)
                 durableImages[inode] = bytes
+                pagesBeingWritten[inode] = nil
             }
         case .pagesSynced(let path, let pages):
             guard let inode = Self.inode(path), let bytes = Self.read(path) else { return }
@@ -87,6 +110,7 @@ package final class PowerLossSimulator: @unchecked Sendable {
                 if pages.lowerBound < end { image[pages.lowerBound..<end] = bytes[pages.lowerBound..<end] }
                 keepStalePages(inode, in: &image)
                 durableImages[inode] = image
+                pagesBeingWritten[inode]?.subtract(stride(from: pages.lowerBound, to: pages.upperBound, by: Format.pageSize))
             }
         case .syncFailed(let path, let pages):
             guard let inode = Self.inode(path), let bytes = Self.read(path) else { return }
@@ -114,12 +138,11 @@ package final class PowerLossSimulator: @unchecked Sendable {
             }
         case .written(let path, let bytes):
             guard let inode = Self.inode(path) else { return }
+            let pages = stride(from: alignDown(bytes.lowerBound, to: Format.pageSize), to: bytes.upperBound, by: Format.pageSize)
             lock.withLock {
+                pagesBeingWritten[inode, default: []].formUnion(pages)
                 guard stalePages[inode] != nil else { return }
-                for page in stride(from: alignDown(bytes.lowerBound, to: Format.pageSize), to: bytes.upperBound,
-                                   by: Format.pageSize) {
-                    rewrittenPages[inode, default: []].insert(page)
-                }
+                rewrittenPages[inode, default: []].formUnion(pages)
             }
         case .directorySynced(let path):
             guard path == directory else { return }
@@ -153,8 +176,9 @@ package final class PowerLossSimulator: @unchecked Sendable {
 
     /// The files as they are now in memory and as they are durably, for building crash states.
     package struct Snapshot: Sendable {
-        /// Name → (memory image, durable image or nil when no sync ever completed).
-        package var current: [(name: String, memory: [UInt8], durable: [UInt8]?, nameIsDurable: Bool)]
+        /// Name → (memory image, durable image or nil when no sync ever completed, pages written
+        /// with `pwrite` and not synced since).
+        package var current: [(name: String, memory: [UInt8], durable: [UInt8]?, nameIsDurable: Bool, beingWritten: Set<Int>)]
         /// Entries that are durable but no longer in the directory (unlinked or renamed away).
         package var vanished: [(name: String, durable: [UInt8])]
     }
@@ -175,7 +199,8 @@ package final class PowerLossSimulator: @unchecked Sendable {
                         for index in page..<end { memory[index] = index < durable.count ? durable[index] : 0 }
                     }
                 }
-                snapshot.current.append((name, memory, durableImages[inode], durableNames[name] == inode))
+                snapshot.current.append((name, memory, durableImages[inode], durableNames[name] == inode,
+                                         pagesBeingWritten[inode] ?? []))
             }
             for (name, inode) in durableNames.sorted(by: { $0.key < $1.key }) where listing[name] != inode {
                 snapshot.vanished.append((name, durableImages[inode] ?? []))
@@ -191,7 +216,8 @@ package final class PowerLossSimulator: @unchecked Sendable {
             // A name not yet made durable by a directory fsync may or may not be there.
             if !file.nameIsDurable && random.next() % 2 == 0 { continue }
             files.append(FileState(name: file.name, bytes: crashImage(
-                memory: file.memory, durable: file.durable ?? [], random: &random, garbage: garbage)))
+                memory: file.memory, durable: file.durable ?? [], beingWritten: file.beingWritten, random: &random,
+                garbage: garbage)))
         }
         for file in snapshot.vanished where random.next() % 2 == 0 && !files.contains(where: { $0.name == file.name }) {
             files.append(FileState(name: file.name, bytes: file.durable))
@@ -199,9 +225,11 @@ package final class PowerLossSimulator: @unchecked Sendable {
         return files
     }
 
-    /// The durable image with each page that differs from memory kept, dropped or torn.
-    package static func crashImage(memory: [UInt8], durable: [UInt8], random: inout SplitMix64, garbage: Garbage)
-        -> [UInt8]
+    /// The durable image with each page that differs from memory kept, dropped or torn; with
+    /// garbage in any sector of a written page, a page `beingWritten` with unchanged bytes may
+    /// be torn too.
+    package static func crashImage(memory: [UInt8], durable: [UInt8], beingWritten: Set<Int> = [], random: inout SplitMix64,
+                                   garbage: Garbage) -> [UInt8]
     {
         // A size that was never synced may revert.
         let size = memory.count == durable.count || random.next() % 2 == 0 ? memory.count : durable.count
@@ -215,7 +243,12 @@ package final class PowerLossSimulator: @unchecked Sendable {
                         let oldPage = slice(old, page..<end)
                         let newPage = slice(new, page..<end)
                         if same(oldPage, newPage) {
-                            copy(oldPage, into: out, at: page)
+                            if garbage == .anySectorOfAWrittenPage && beingWritten.contains(page) && random.next() % 10 >= 7 {
+                                tear(old: oldPage, new: newPage, into: out, at: page, pattern: UInt8(truncatingIfNeeded: random.next()),
+                                     random: &random, garbage: garbage)
+                            } else {
+                                copy(oldPage, into: out, at: page)
+                            }
                         } else {
                             let roll = random.next() % 10
                             if roll < 4 {

@@ -12,6 +12,11 @@ int logstore_start_writeback(int fd, int64_t offset, int64_t length);
 /// ENXIO when only holes (bytes that read as zero) follow.
 int64_t logstore_seek_data(int fd, int64_t offset);
 
+/// open(2) with O_RDONLY | O_DIRECT | O_CLOEXEC: reads that bypass the page cache and show what
+/// the disk holds. Returns the descriptor or -1 with errno set (EINVAL where the filesystem has
+/// no direct I/O, as tmpfs).
+int logstore_open_direct_read(const char *path);
+
 /// lseek(2) with SEEK_HOLE: the first offset >= `offset` in a hole (end of file counts as one).
 int64_t logstore_seek_hole(int fd, int64_t offset);
 
