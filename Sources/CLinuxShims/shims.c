@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23
@@ -30,6 +31,18 @@ int logstore_start_writeback(int fd, int64_t offset, int64_t length) {
 int64_t logstore_seek_data(int fd, int64_t offset) { return lseek(fd, offset, SEEK_DATA); }
 
 int logstore_open_direct_read(const char *path) { return open(path, O_RDONLY | O_DIRECT | O_CLOEXEC); }
+
+int64_t logstore_direct_io_offset_alignment(int fd) {
+#ifdef STATX_DIOALIGN
+    struct statx info;
+    if (statx(fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &info) != 0) return -1;
+    return (info.stx_mask & STATX_DIOALIGN) ? info.stx_dio_offset_align : 0;
+#else
+    // Kernel headers before 6.1 cannot ask; the caller then does without direct reads.
+    (void)fd;
+    return 0;
+#endif
+}
 
 int64_t logstore_seek_hole(int fd, int64_t offset) { return lseek(fd, offset, SEEK_HOLE); }
 

@@ -3,21 +3,24 @@ import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
+import CLinuxShims
 import SystemPackage
 
 /// What the disk itself holds of a segment, read past the page cache.
 ///
-/// Recovery writes the records nothing proves durable again (FORMAT.md §8.6 step 5), but only
-/// the pages the disk does not already hold as the cache shows them: the pages of a commit that
-/// was acknowledged are on disk, and writing them again would expose their acknowledged bytes
-/// to a second power loss during that write, which `commitAlignment` `.page` promises never to
-/// do. What the disk lacks is a process crash's unsynced pages, or a failed sync's pages that
-/// the kernel marked clean (they would never be written otherwise).
+/// With `commitAlignment` `.page`, recovery writes the records nothing proves durable again
+/// (FORMAT.md §8.6 step 5) only where the disk does not already hold them as the cache shows
+/// them: the pages of an acknowledged commit are on disk, and writing them again would expose
+/// their acknowledged bytes to a second power loss during that write, which `.page` promises
+/// never to do. What the disk lacks is a process crash's unsynced pages, or a failed sync's
+/// pages that the kernel marked clean (they would never be written otherwise).
 enum DiskContents {
     /// The parts of `range` (byte offsets in `segment`), cut at page boundaries and merged, whose
-    /// bytes on disk differ from the cached ones (the segment's mapping), in order; nil where the
-    /// filesystem has no direct I/O to ask with.
-    static func rangesNotOnDisk(of segment: Segment, in range: Range<Int>) throws(Errno) -> [Range<Int>]? {
+    /// bytes on disk differ from the cached ones (the segment's mapping), in order; nil when the
+    /// disk cannot be asked: the file has no real direct I/O (`statx(2)` reports no alignment
+    /// for it, or one larger than a page), or a direct read failed. The caller then writes all
+    /// of `range`, as it would without the question.
+    static func rangesNotOnDisk(of segment: Segment, in range: Range<Int>) -> [Range<Int>]? {
         guard !range.isEmpty else { return [] }
         let pages = alignDown(range.lowerBound, to: Format.pageSize)..<alignUp(range.upperBound, to: Format.pageSize)
         var differing: [Range<Int>] = []
@@ -25,11 +28,11 @@ enum DiskContents {
             image.withUnsafeBytes { compare(disk: $0, at: pages.lowerBound, with: segment, in: range, into: &differing) }
             return differing
         }
-        let direct: OwnedDescriptor
-        do { direct = try OwnedDescriptor(directReadsOf: "/proc/self/fd/\(segment.descriptor.raw.rawValue)") } catch {
-            if error == .invalidArgument { return nil }
-            throw error
-        }
+        // No alignment where a filesystem would quietly serve an O_DIRECT read from the cache.
+        let alignment = logstore_direct_io_offset_alignment(segment.descriptor.raw.rawValue)
+        guard alignment > 0, alignment <= Format.pageSize,
+            let direct = try? OwnedDescriptor(directReadsOf: "/proc/self/fd/\(segment.descriptor.raw.rawValue)")
+        else { return nil }
         // Direct I/O needs an aligned buffer; a megabyte at a time bounds the memory.
         let chunk = 1 << 20
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk, alignment: Format.pageSize)
@@ -38,18 +41,25 @@ enum DiskContents {
         while position < pages.upperBound {
             let wanted = min(chunk, pages.upperBound - position)
             // One read per chunk: a short one (the end of the file) leaves the rest unread, and
-            // unread bytes count as differing.
-            let count: Int
-            do { count = try direct.readOnce(into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<wanted]), at: position) } catch {
-                // A device whose blocks are larger than a page cannot serve page-aligned reads.
-                if error == .invalidArgument { return nil }
-                throw error
-            }
+            // unread bytes count as differing. A read that fails (an unreadable sector, a
+            // write-back error the read reports) leaves the answer to the rewrite and its sync.
+            guard let count = try? direct.readOnce(into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<wanted]), at: position)
+            else { return nil }
             compare(disk: UnsafeRawBufferPointer(rebasing: buffer[0..<count]), at: position, with: segment,
                     in: max(position, range.lowerBound)..<min(position + wanted, range.upperBound), into: &differing)
             position += wanted
         }
         return differing
+    }
+
+    /// Whether files in `directory` have real direct I/O (what `rangesNotOnDisk` needs to answer
+    /// without a simulator), for tests.
+    static func canReadPastTheCache(in directory: String) -> Bool {
+        let probe = directory + "/.direct-io-probe-\(getpid())"
+        guard let file = try? OwnedDescriptor(path: probe, flags: O_RDWR | O_CREAT | O_EXCL) else { return false }
+        defer { _ = unlink(probe) }
+        let alignment = logstore_direct_io_offset_alignment(file.raw.rawValue)
+        return alignment > 0 && alignment <= Format.pageSize
     }
 
     /// Appends to `differing` each page's part of `range` whose bytes in `disk` (which starts at

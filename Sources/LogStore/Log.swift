@@ -422,7 +422,8 @@ public final class Log: Sendable {
         if let intent, intent.kind == .suffix { scan = scan.truncated(after: intent.lsn) }
         var report = try Log.plan(scan, mode: options.recovery, readOnly: readOnly, directory: directory)
         if !readOnly {
-            segments = try Log.apply(scan, mode: options.recovery, directory: directory, report: &report)
+            segments = try Log.apply(scan, mode: options.recovery, alignment: options.commitAlignment, directory: directory,
+                                     report: &report)
         } else {
             segments = scan.kept.map(\.segment)
         }
@@ -645,7 +646,8 @@ public final class Log: Sendable {
     /// newest, goes last), and finally every kept record that nothing proves durable is written
     /// again and synced.
     private static func apply(
-        _ scan: LogScanner.Result, mode: RecoveryMode, directory: String, report: inout RecoveryReport
+        _ scan: LogScanner.Result, mode: RecoveryMode, alignment: CommitAlignment, directory: String,
+        report: inout RecoveryReport
     ) throws(LogError) -> [Segment] {
         var segments = scan.kept.map(\.segment)
         let cut = scan.cut
@@ -696,7 +698,7 @@ public final class Log: Sendable {
             // file was copied sparsely, so that no page fault can SIGBUS on a full disk.
             let active = segments[segments.count - 1]
             try active.descriptor.allocate(offset: 0, length: active.size)
-            try makeUnprovenRecordsDurable(scan, segments: segments, directory: directory)
+            try makeUnprovenRecordsDurable(scan, segments: segments, alignment: alignment, directory: directory)
             FaultInjection.crashPoint("recovery: unproven records rewritten", directory: directory)
             // A crash may have come between a rename and its directory fsync (a roll's
             // installation, the first segment, the directory itself): the names of everything
@@ -717,11 +719,13 @@ public final class Log: Sendable {
     /// process crash), or in pages whose write-back failed and that the kernel then marked clean
     /// (after an EIO, fdatasync does not write them again). Writing their bytes again re-dirties
     /// those pages, so the fdatasync that follows really puts them on disk before anything is
-    /// acknowledged on top of them. Only pages the disk does not hold as cached are written: the
-    /// others may hold an acknowledged commit, whose pages are never written twice (`DiskContents`).
-    private static func makeUnprovenRecordsDurable(_ scan: LogScanner.Result, segments: [Segment], directory: String)
-        throws
-    {
+    /// acknowledged on top of them. With `.page` alignment, only pages the disk does not hold as
+    /// cached are written: the others may hold an acknowledged commit, whose pages that setting
+    /// never writes twice (`DiskContents`). The other settings' disk models make writing the same
+    /// bytes again harmless, and it needs no trust in the filesystem's direct reads.
+    private static func makeUnprovenRecordsDurable(
+        _ scan: LogScanner.Result, segments: [Segment], alignment: CommitAlignment, directory: String
+    ) throws {
         let firstUnproven = scan.provenDurableLSN + 1
         // A deferred segment is sealed before a close marker, which proves all of it durable.
         for (scanned, segment) in zip(scan.kept, segments)
@@ -736,8 +740,7 @@ public final class Log: Sendable {
                 continue
             }
             let unproven = start..<scanned.end
-            // Without direct I/O (tmpfs) every page is written again, as before the check.
-            let missing = try DiskContents.rangesNotOnDisk(of: segment, in: unproven) ?? [unproven]
+            let missing = alignment == .page ? DiskContents.rangesNotOnDisk(of: segment, in: unproven) ?? [unproven] : [unproven]
             for range in missing {
                 // Copied out first: pwrite from a mapping of the very pages being written is legal
                 // but needlessly subtle.

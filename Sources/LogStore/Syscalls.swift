@@ -31,8 +31,8 @@ struct OwnedDescriptor: ~Copyable {
         raw = FileDescriptor(rawValue: fd)
     }
 
-    /// `open(2)` with `O_RDONLY | O_DIRECT`: reads bypass the page cache and show what the disk
-    /// holds. Throws `EINVAL` where the filesystem has no direct I/O (tmpfs).
+    /// `open(2)` with `O_RDONLY | O_DIRECT`: reads bypass the page cache where the filesystem
+    /// has real direct I/O (see `DiskContents`).
     init(directReadsOf path: String) throws(Errno) {
         let fd = try retryingInterrupts { logstore_open_direct_read(path) }
         raw = FileDescriptor(rawValue: fd)

@@ -14,8 +14,13 @@ int64_t logstore_seek_data(int fd, int64_t offset);
 
 /// open(2) with O_RDONLY | O_DIRECT | O_CLOEXEC: reads that bypass the page cache and show what
 /// the disk holds. Returns the descriptor or -1 with errno set (EINVAL where the filesystem has
-/// no direct I/O, as tmpfs).
+/// no direct I/O).
 int logstore_open_direct_read(const char *path);
+
+/// statx(2) with STATX_DIOALIGN (Linux 6.1): the file offset alignment direct I/O needs, 0 where
+/// the file has no real direct I/O (tmpfs; ext4 with data=journal, fscrypt or inline data, which
+/// would serve an O_DIRECT read from the page cache) or the kernel cannot say, -1 with errno set.
+int64_t logstore_direct_io_offset_alignment(int fd);
 
 /// lseek(2) with SEEK_HOLE: the first offset >= `offset` in a hole (end of file counts as one).
 int64_t logstore_seek_hole(int fd, int64_t offset);
