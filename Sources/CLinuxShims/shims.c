@@ -115,6 +115,10 @@ void logstore_eventcount_notify_all(logstore_eventcount *count) {
     }
 }
 
+int32_t logstore_eventcount_sleepers(logstore_eventcount *count) {
+    return __atomic_load_n(&count->sleepers, __ATOMIC_RELAXED);
+}
+
 uint32_t logstore_shared_epoch_load(const uint32_t *epoch) { return __atomic_load_n(epoch, __ATOMIC_SEQ_CST); }
 
 int logstore_shared_epoch_wait(const uint32_t *epoch, uint32_t expected, const uint32_t *stop,

@@ -21,4 +21,7 @@ final class EventCount: @unchecked Sendable {
     func wait(_ epoch: UInt32) { logstore_eventcount_wait(word, epoch) }
 
     func notifyAll() { logstore_eventcount_notify_all(word) }
+
+    /// How many threads a `notifyAll` now would wake (a hint: it may change at once).
+    var sleepers: Int { Int(logstore_eventcount_sleepers(word)) }
 }

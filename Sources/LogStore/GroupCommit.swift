@@ -159,16 +159,24 @@ extension Log {
             let led = log.syncEngine.withLock { engine in log.leadOneSync(&engine) }
             if led == nil { log.dropUnwrittenRequest() }
             if let finished = led {
+                let wakerIsIdle = log.announcedSync.load(ordering: .sequentiallyConsistent)
+                    >= log.finishedSync.load(ordering: .sequentiallyConsistent)
                 if log.requestedLSN.load(ordering: .sequentiallyConsistent)
                     > log.durableWatermark.load(ordering: .sequentiallyConsistent),
-                    !log.refusing.load(ordering: .acquiring), let waker = log.waker
+                    !log.refusing.load(ordering: .acquiring), let waker = log.waker,
+                    !wakerIsIdle || log.wakeUps(for: finished) > Log.inlineWakeUps
                 {
                     // More callers wait: start their sync now and let the waker pay for the
-                    // wake-ups (one try_to_wake_up per covered caller) meanwhile.
+                    // wake-ups (one try_to_wake_up per covered caller) meanwhile. The callers
+                    // then also wait for the waker to run, which only many wake-ups repay; and
+                    // once it has syncs to announce, it announces all of them, in order.
                     log.finishedSync.store(finished, ordering: .sequentiallyConsistent)
                     waker.wake.notifyAll()
                 } else {
                     log.announce(finished)
+                    // Only this thread moves `finishedSync`, and the waker acts only when it does:
+                    // with nothing handed over, the waker's next round starts after this sync.
+                    if wakerIsIdle { log.announcedSync.store(finished, ordering: .sequentiallyConsistent) }
                 }
             }
             return .worked
@@ -177,17 +185,29 @@ extension Log {
 
     /// The waker thread's loop: announces the syncs the syncer finished and handed over.
     static func runWaker(_ waker: LoopThread, log weakLog: WeakLog) {
-        var announced: UInt64 = 0
         waker.runRounds(log: weakLog) { log in
             let finished = log.finishedSync.load(ordering: .sequentiallyConsistent)
+            let announced = log.announcedSync.load(ordering: .sequentiallyConsistent)
             guard finished > announced else { return .idle }
             // Two parities cover every sync finished since the last round; a caller woken for a
             // sync that is not its own re-checks and sleeps again.
             if finished - announced > 1 { log.syncCompleted[Int((finished - 1) & 1)].notifyAll() }
             log.announce(finished)
-            announced = finished
+            log.announcedSync.store(finished, ordering: .sequentiallyConsistent)
             return .worked
         }
+    }
+
+    /// Up to this many wake-ups the syncer makes itself rather than hand them to the waker: on 2
+    /// cores, 4 and 16 thread writers commit about 1.5 times as often that way, and 64 no less
+    /// often (BENCHMARKS.md, "Who wakes a sync's callers").
+    static let inlineWakeUps = 16
+
+    /// What announcing sync `finished` would cost in wake-ups: the threads asleep on its parity
+    /// (the callers it covered; those of the next sync sleep on the other one). With tasks
+    /// waiting, `Int.max`: resuming them costs the syncer more than it saves them (measured).
+    func wakeUps(for finished: UInt64) -> Int {
+        asyncWaiterCount.load(ordering: .relaxed) > 0 ? Int.max : syncCompleted[Int(finished & 1)].sleepers
     }
 
     /// Nothing was left to sync while a request was pending: the request was for records a

@@ -296,6 +296,9 @@ public final class Log: Sendable {
     let prefaulter: LoopThread?
     /// The last sync the syncer finished and handed to the waker to announce.
     let finishedSync = Atomic<UInt64>(0)
+    /// The last sync the waker announced, or the syncer announced itself while the waker had
+    /// nothing left to do (see `runSyncer`).
+    let announcedSync = Atomic<UInt64>(0)
     let asyncWaiters = Mutex<[AsyncWaiter]>([])
     let asyncWaiterCount = Atomic<Int>(0)
     /// `state.suffixCuts.count`, readable without the lock by waiters.

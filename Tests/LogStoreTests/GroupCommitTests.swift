@@ -63,6 +63,24 @@ import Testing
         #expect(reopened.writtenLSN == 16 * 150)
     }
 
+    /// The syncer wakes a finished sync's callers itself when they are few, and hands them to
+    /// the waker thread when many (starting the next sync meanwhile); either way every caller
+    /// returns, and only once its record is durable.
+    @Test(.timeLimit(.minutes(2)), arguments: [4, 48])
+    func everyCallerIsWokenWhetherTheSyncerOrTheWakerWakesIt(writers: Int) throws {
+        let directory = TemporaryDirectory("group-commit")
+        let log = try Log.open(directory.path, options: options(sync: .fdatasync))
+        let early = Mutex(0)
+        Self.onThreads(writers, 2_400 / writers) { writer, index in
+            if let lsn = try? log.appendAndCommit(payload(index, seed: UInt64(writer))), log.durableLSN < lsn {
+                early.withLock { $0 += 1 }
+            }
+        }
+        #expect(early.withLock { $0 } == 0)
+        #expect(log.durableLSN == 2_400)
+        try log.close()
+    }
+
     /// For every N in a short workload and in each mode, the N-th sync fails: every waiter not
     /// already durable gets the error, `durableLSN` never passes what was acknowledged, every
     /// later append and commit is refused, and reopening recovers every acknowledged record.

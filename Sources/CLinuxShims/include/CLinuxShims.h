@@ -57,6 +57,10 @@ void logstore_eventcount_wait(logstore_eventcount *count, uint32_t epoch);
 /// Bumps the epoch and, if anyone sleeps, futex(2) FUTEX_WAKE_PRIVATE for all of them.
 void logstore_eventcount_notify_all(logstore_eventcount *count);
 
+/// How many threads sleep in (or are about to enter) `logstore_eventcount_wait` now: what a
+/// `notify_all` would cost in wake-ups. A hint; it may change at once.
+int32_t logstore_eventcount_sleepers(logstore_eventcount *count);
+
 /// The event count's epoch alone, in a page shared between processes (the log directory's
 /// `DURABLE` file, FORMAT.md §11): the writer bumps it after each completed sync, followers in
 /// other processes sleep on it. Readers map the page read-only, so, unlike
