@@ -28,9 +28,7 @@ enum DiskContents {
             image.withUnsafeBytes { compare(disk: $0, at: pages.lowerBound, with: segment, in: range, into: &differing) }
             return differing
         }
-        // No alignment where a filesystem would quietly serve an O_DIRECT read from the cache.
-        let alignment = logstore_direct_io_offset_alignment(segment.descriptor.raw.rawValue)
-        guard alignment > 0, alignment <= Format.pageSize,
+        guard hasRealDirectIO(segment.descriptor.raw.rawValue),
             let direct = try? OwnedDescriptor(directReadsOf: "/proc/self/fd/\(segment.descriptor.raw.rawValue)")
         else { return nil }
         // Direct I/O needs an aligned buffer; a megabyte at a time bounds the memory.
@@ -58,7 +56,13 @@ enum DiskContents {
         let probe = directory + "/.direct-io-probe-\(getpid())"
         guard let file = try? OwnedDescriptor(path: probe, flags: O_RDWR | O_CREAT | O_EXCL) else { return false }
         defer { _ = unlink(probe) }
-        let alignment = logstore_direct_io_offset_alignment(file.raw.rawValue)
+        return hasRealDirectIO(file.raw.rawValue)
+    }
+
+    /// Whether the file has direct I/O that page-aligned reads can use. `statx(2)` reports no
+    /// alignment where a filesystem would quietly serve an O_DIRECT read from the cache.
+    private static func hasRealDirectIO(_ descriptor: Int32) -> Bool {
+        let alignment = logstore_direct_io_offset_alignment(descriptor)
         return alignment > 0 && alignment <= Format.pageSize
     }
 
